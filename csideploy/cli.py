@@ -1,0 +1,49 @@
+"""Command line: thin click commands that parse arguments and call one library function each.
+
+Every `CsiDeployError` becomes a one-line `error: ...` on stderr with the error's exit code
+(2 for bad input), never a traceback.
+"""
+
+from __future__ import annotations
+
+import click
+
+from csideploy import __version__
+from csideploy.commands._common import echo_json, reports_errors
+
+
+@click.group()
+@click.version_option(__version__, prog_name="csideploy")
+def main() -> None:
+    """csideploy: trained CSI-feedback autoencoder -> verified UE encoder artifacts."""
+
+
+@main.command("models")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.option("--model", "names", multiple=True, help="Only these models (repeatable).")
+@reports_errors
+def models_command(as_json: bool, names: tuple[str, ...]) -> None:
+    """List the zoo: params, encoder MACs and codeword length for every (model, CR)."""
+    from csideploy.models.stats import zoo_figures
+
+    rows = zoo_figures(list(names) or None)
+    if as_json:
+        echo_json([row.as_dict() for row in rows])
+        return
+    header = f"{'model':<12}{'CR':>6}{'params':>12}{'encoder':>12}{'decoder':>12}"
+    click.echo(header + f"{'enc MACs':>12}{'codeword':>10}")
+    for r in rows:
+        click.echo(
+            f"{r.name:<12}{'1/' + str(r.cr):>6}{r.params_total:>12,}{r.params_encoder:>12,}"
+            f"{r.params_decoder:>12,}{r.macs_encoder:>12,}{r.codeword_length:>10}"
+        )
+
+
+def _register_subcommands() -> None:
+    """Attach the command groups that live beside their library code."""
+    from csideploy.commands import register_all
+
+    register_all(main)
+
+
+_register_subcommands()

@@ -1,0 +1,31 @@
+"""Helpers shared by the CLI commands."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from csideploy.errors import CsiDeployError
+
+
+def reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn project errors into a one-line message and their exit code."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except CsiDeployError as error:
+            click.echo(f"error: {error}", err=True)
+            sys.exit(error.exit_code)
+
+    return wrapper
+
+
+def echo_json(payload: Any) -> None:
+    click.echo(json.dumps(payload, indent=2, sort_keys=False))
