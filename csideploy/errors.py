@@ -48,3 +48,7 @@ class MissingDependencyError(CsiDeployError, ImportError):
 
 class OutputExistsError(CsiDeployError, FileExistsError):
     """An output path exists and `--force` was not given."""
+
+
+class BundleError(CsiDeployError):
+    """A handset bundle (directory or tarball) that is malformed, unsafe or fails verification."""

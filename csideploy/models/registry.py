@@ -171,4 +171,4 @@ def check_input(x: torch.Tensor, spec: InputSpec = InputSpec(), what: str = "csi
 
 def _load_families() -> None:
     """Import the family modules so that their decorators run (idempotent)."""
-    from csideploy.models import clnet, crnet, csinet  # noqa: F401
+    from csideploy.models import cllwcsinet, clnet, conv_latent, crnet, csinet, dualnet_mp, lora  # noqa: F401

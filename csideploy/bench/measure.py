@@ -1,0 +1,442 @@
+"""`run_bench`: latency, memory and size of every artifact, on this machine or a target.
+
+The timing itself is the standalone runner's (`csideploy/bench/runner.py`), run in a
+subprocess here, over ssh on a board, or under qemu in an arm64 root. This module prepares the
+job (which files, which manifest), fills in what the runner cannot know without onnx (MACs
+counted from the ONNX graph), times the torch encoder when asked, and writes `perf.json` plus
+the ``## Latency`` section of `report.md`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from csideploy.bench import runner
+from csideploy.bench.remote import RunnerJob, SshTarget, run_local, run_qemu, run_ssh
+from csideploy.bench.roofline import count_onnx_macs, sibling_onnx
+from csideploy.errors import CsiDeployError, DataError
+
+RUNTIMES = ("onnxruntime", "litert", "torch")
+PERF_FILE = "perf.json"
+EMULATED_PERF_FILE = "perf.emulated.json"
+"""Emulated runs go to their own file so they never replace a real measurement."""
+BUNDLE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """What to measure and where; validated on construction.
+
+    `runtimes` holds ``auto`` (each file with its own runtime), ``onnxruntime``, ``litert``
+    and/or ``torch``. `target` is ``local``, ``ssh://user@host[:port]`` or ``qemu:ROOT``.
+    """
+
+    runtimes: tuple[str, ...] = ("auto",)
+    threads: tuple[int, ...] = (1,)
+    batch: int = 1
+    warmup: int = 20
+    runs: int = 200
+    target: str = "local"
+    identity: str | None = None
+    ssh_options: tuple[str, ...] = ()
+    remote_python: str = "python3"
+    include_decoder: bool = False
+    inputs: Path | None = None
+    save_outputs: Path | None = None
+    roofline: bool = True
+    timeout_s: float = 600.0
+
+    def __post_init__(self) -> None:
+        unknown = [r for r in self.runtimes if r not in (*RUNTIMES, "auto")]
+        if unknown or not self.runtimes:
+            raise CsiDeployError(
+                f"unknown runtime {(unknown or [''])[0]!r}; choose from auto, "
+                + ", ".join(RUNTIMES)
+            )
+        if not self.threads or min(self.threads) < 1:
+            raise CsiDeployError(f"threads must be >= 1, got {list(self.threads)}")
+        for key in ("batch", "runs"):
+            if getattr(self, key) < 1:
+                raise CsiDeployError(f"{key} must be >= 1, got {getattr(self, key)}")
+        if self.warmup < 0:
+            raise CsiDeployError(f"warmup must be >= 0, got {self.warmup}")
+        if self.inputs is not None and not Path(self.inputs).is_file():
+            raise DataError(f"--inputs {self.inputs}: no such file")
+        target_kind(self.target)
+
+    @property
+    def file_runtimes(self) -> tuple[str, ...]:
+        """The runtimes the runner handles (everything but torch), or ('none',)."""
+        chosen = tuple(r for r in self.runtimes if r != "torch")
+        return chosen or ("none",)
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    """The perf document and where it was written (None when `write=False`)."""
+
+    perf: dict[str, Any]
+    perf_path: Path | None = None
+    report_path: Path | None = None
+    notes: tuple[str, ...] = field(default=())
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One flat row per result, for a terminal table."""
+        sizes = {a["name"]: a for a in self.perf.get("artifacts", [])}
+        rows = []
+        for record in self.perf.get("results", []):
+            latency = record.get("latency_us") or {}
+            artifact = sizes.get(record["artifact"], {})
+            rows.append(
+                {
+                    "artifact": record["artifact"],
+                    "runtime": record["runtime"],
+                    "threads": record["threads"],
+                    "status": record["status"],
+                    "p50_us": latency.get("p50"),
+                    "p99_us": latency.get("p99"),
+                    "bytes": artifact.get("bytes"),
+                    "p50_over_floor": record.get("p50_over_floor"),
+                    "reason": record.get("reason"),
+                }
+            )
+        return rows
+
+
+def target_kind(target: str) -> str:
+    """'local', 'ssh' or 'qemu'; CsiDeployError for anything else."""
+    if target == "local":
+        return "local"
+    if target.startswith("ssh://"):
+        return "ssh"
+    if target.startswith("qemu:") and len(target) > len("qemu:"):
+        return "qemu"
+    raise CsiDeployError(f"target {target!r} is not local, ssh://user@host[:port] or qemu:ROOT")
+
+
+def run_bench(
+    path: str | os.PathLike[str],
+    config: BenchConfig | None = None,
+    *,
+    out_dir: str | os.PathLike[str] | None = None,
+    write: bool = True,
+) -> BenchResult:
+    """Measure every encoder file under `path` (a directory, a bundle .tar.gz or one file).
+
+    Writes `perf.json` (`perf.emulated.json` for an emulated target) and the latency section
+    of `report.md` into `out_dir`, by default the artifact directory (for a single file, its
+    folder; for a bundle archive, a `<bundle>-bench` folder beside it).
+    """
+    config = config or BenchConfig()
+    source = Path(path)
+    if not source.exists():
+        raise DataError(f"{source}: no such file or directory")
+    with _opened(source) as (root, files, manifest_path):
+        job = RunnerJob(
+            files=tuple(files),
+            root=root,
+            manifest=manifest_path,
+            runtimes=config.file_runtimes,
+            threads=config.threads,
+            batch=config.batch,
+            warmup=config.warmup,
+            runs=config.runs,
+            inputs=config.inputs,
+            save_outputs=config.save_outputs,
+            include_decoder=config.include_decoder,
+            roofline=config.roofline,
+            timeout_s=config.timeout_s,
+        )
+        perf = _run_target(job, config)
+        _fill_macs(perf, root, files)
+        if "torch" in config.runtimes:
+            _add_torch(perf, config, manifest_path)
+        _refresh_floors(perf, config.batch)
+    if not write:
+        return BenchResult(perf)
+    destination = Path(out_dir) if out_dir else _default_out(source)
+    perf_path = write_perf(perf, destination)
+    from csideploy.report.render import write_latency_section
+
+    report_path = write_latency_section(destination, perf)
+    return BenchResult(perf, perf_path, report_path)
+
+
+@contextmanager
+def _opened(source: Path) -> Iterator[tuple[Path | None, list[Path], Path | None]]:
+    """(root, files, manifest) for a directory, a single file or an extracted bundle."""
+    if source.is_file() and source.name.lower().endswith(BUNDLE_SUFFIXES):
+        with tempfile.TemporaryDirectory(prefix="csideploy-bundle-") as scratch:
+            _extract_bundle(source, Path(scratch))
+            inner = [p for p in Path(scratch).iterdir() if p.is_dir()]
+            root = inner[0] if len(inner) == 1 else Path(scratch)
+            yield _discovered(root)
+        return
+    yield _discovered(source)
+
+
+def _discovered(source: Path) -> tuple[Path | None, list[Path], Path | None]:
+    try:
+        root, files = runner.discover([str(source)], include_decoder=True)
+    except runner.BenchInputError as error:
+        raise DataError(str(error)) from error
+    folder = root if root else source.parent
+    manifest = folder / "manifest.json"
+    return root, files, manifest if manifest.is_file() else None
+
+
+def _extract_bundle(archive: Path, destination: Path) -> None:
+    try:
+        with tarfile.open(archive) as bundle:
+            bundle.extractall(destination, filter="data")
+    except (tarfile.TarError, OSError) as error:
+        raise DataError(f"{archive}: not a readable bundle archive ({error})") from error
+
+
+def _default_out(source: Path) -> Path:
+    if source.is_dir():
+        return source
+    if source.name.lower().endswith(BUNDLE_SUFFIXES):
+        stem = source.name
+        for suffix in BUNDLE_SUFFIXES:
+            stem = stem.removesuffix(suffix)
+        return source.with_name(f"{stem}-bench")
+    return source.parent
+
+
+def _run_target(job: RunnerJob, config: BenchConfig) -> dict[str, Any]:
+    kind = target_kind(config.target)
+    if not config.include_decoder:
+        kept = tuple(p for p in job.files if runner.artifact_role(p.name) != "decoder")
+        if not kept:
+            raise DataError(
+                "only decoder files found (the BS-side graph); pass --include-decoder to time them"
+            )
+    if kind == "ssh":
+        target = SshTarget.parse(
+            config.target,
+            identity=config.identity,
+            options=config.ssh_options,
+            python=config.remote_python,
+        )
+        return run_ssh(job, target)
+    if kind == "qemu":
+        return run_qemu(job, Path(config.target.removeprefix("qemu:")))
+    perf = run_local(job)
+    perf["target"] = {"kind": "local", "python": sys.executable}
+    return perf
+
+
+def _fill_macs(perf: dict[str, Any], root: Path | None, files: Sequence[Path]) -> None:
+    """Fill MACs the manifest lacked: from the ONNX graph, or a sibling ONNX for a .tflite."""
+    by_name = {(p.relative_to(root).as_posix() if root else p.name): p for p in files}
+    for entry in perf.get("artifacts", []):
+        if entry.get("macs"):
+            entry.setdefault("macs_source", "manifest")
+            continue
+        local = by_name.get(entry["name"])
+        if local is None:
+            continue
+        onnx_file = local if local.suffix.lower() == ".onnx" else sibling_onnx(local)
+        macs = count_onnx_macs(onnx_file) if onnx_file else None
+        if macs:
+            entry["macs"] = macs
+            entry["macs_source"] = (
+                "onnx graph" if onnx_file == local else f"onnx graph of {onnx_file.name}"
+            )
+
+
+def _refresh_floors(perf: dict[str, Any], batch: int) -> None:
+    entries = {a["name"]: a for a in perf.get("artifacts", [])}
+    for record in perf.get("results", []):
+        entry = entries.get(record["artifact"])
+        if entry is not None:
+            record.update(runner.floor_fields(record, entry, perf.get("roofline"), batch))
+
+
+def write_perf(perf: dict[str, Any], destination: Path) -> Path:
+    """`perf.json` (or `perf.emulated.json`) in `destination`, written atomically."""
+    from csideploy.report.render import write_atomic
+
+    name = EMULATED_PERF_FILE if perf.get("emulated") else PERF_FILE
+    return write_atomic(destination / name, json.dumps(perf, indent=1) + "\n")
+
+
+# --------------------------------------------------------------------------- torch
+
+
+def _add_torch(perf: dict[str, Any], config: BenchConfig, manifest_path: Path | None) -> None:
+    """Time the float zoo encoder named by the manifest, or record why it was skipped."""
+    name = "torch"
+    reason = None
+    model = cr = None
+    if target_kind(config.target) != "local":
+        reason = "the torch runtime runs only on the local target"
+    elif manifest_path is None:
+        reason = "no manifest.json beside the artifacts: the torch encoder needs a model and CR"
+    else:
+        model, cr, reason = _resolve_torch_model(manifest_path)
+    if reason is None:
+        name = f"torch:{model}-cr{cr}"
+    perf.setdefault("results", [])
+    if reason is not None:
+        for count in config.threads:
+            perf["results"].append(_torch_record(name, count, config.batch, "skipped", reason))
+        return
+    facts = _torch_facts(model, cr)
+    perf.setdefault("artifacts", []).append(
+        {
+            "name": name,
+            "path": None,
+            "format": "torch",
+            "role": "encoder",
+            "precision": "fp32",
+            "bytes": facts["params"] * 4,
+            "gzip_bytes": None,
+            "sha256": None,
+            "params": facts["params"],
+            "macs": facts["macs"],
+            "macs_source": "torch flop counter",
+            "model": model,
+            "cr": cr,
+            "weights": "zoo encoder as built; latency does not depend on weight values",
+        }
+    )
+    for count in config.threads:
+        payload = {
+            "model": model,
+            "cr": cr,
+            "name": name,
+            "threads": count,
+            "batch": config.batch,
+            "warmup": config.warmup,
+            "runs": config.runs,
+        }
+        perf["results"].append(_run_torch_worker(payload, config.timeout_s))
+
+
+def _resolve_torch_model(manifest_path: Path) -> tuple[str | None, int | None, str | None]:
+    """(model, cr, None) when the manifest names a zoo model and CR, else (None, None, why)."""
+    from csideploy.models import list_models
+
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        return None, None, f"{manifest_path.name} is unreadable ({error})"
+    facts = runner.manifest_facts(manifest, "encoder", "encoder")
+    model, cr = facts["model"], facts["cr"]
+    known = list_models()
+    if model is None or cr is None:
+        return None, None, f"{manifest_path.name} names no model and CR (keys model / cr)"
+    if model.lower() not in known:
+        return None, None, f"{manifest_path.name} names model {model!r}, not one of {known}"
+    return model.lower(), cr, None
+
+
+def _torch_facts(model: str, cr: int) -> dict[str, int]:
+    import torch
+
+    from csideploy.models import build, get_entry
+    from csideploy.models.stats import count_macs, count_params
+
+    encoder = build(model, cr).encoder
+    example = torch.zeros(1, *get_entry(model).input_spec.shape)
+    return {"params": count_params(encoder), "macs": count_macs(encoder, example)}
+
+
+def _torch_record(name: str, threads: int, batch: int, status: str, reason: str | None) -> dict:
+    return {
+        "artifact": name,
+        "runtime": "torch",
+        "threads": threads,
+        "batch": batch,
+        "status": status,
+        "reason": reason,
+    }
+
+
+def _run_torch_worker(payload: dict[str, Any], timeout: float) -> dict[str, Any]:
+    """The torch timing in a fresh interpreter with the thread variables set, like the runner's."""
+    env = dict(os.environ)
+    env.update({name: str(payload["threads"]) for name in runner.THREAD_VARIABLES})
+    command = [
+        sys.executable,
+        "-m",
+        "csideploy.bench.measure",
+        "--torch-worker",
+        json.dumps(payload),
+    ]
+    base = _torch_record(payload["name"], payload["threads"], payload["batch"], "error", None)
+    try:
+        done = subprocess.run(
+            command, capture_output=True, text=True, env=env, timeout=timeout, check=False
+        )
+    except subprocess.TimeoutExpired:
+        return {**base, "reason": f"timed out after {timeout:.0f} s"}
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode == 0 and lines:
+        return {**base, **json.loads(lines[-1])}
+    tail = " | ".join(done.stderr.strip().splitlines()[-3:])
+    return {**base, "reason": f"torch worker exited with code {done.returncode}: {tail}"}
+
+
+def torch_worker(payload: dict[str, Any]) -> dict[str, Any]:
+    """Time `build(model, cr).encoder` with the runner's timing loop (`runner.time_calls`)."""
+    rss_start = runner.peak_rss_bytes()
+    import torch
+
+    from csideploy.models import build, get_entry
+
+    torch.set_num_threads(payload["threads"])
+    rss_imported = runner.peak_rss_bytes()
+    started = _now()
+    encoder = build(payload["model"], payload["cr"]).encoder.eval()
+    init_ns = _now() - started
+    shape = (payload["batch"], *get_entry(payload["model"]).input_spec.shape)
+    x = torch.rand(shape, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        output, first_ns, timings = runner.time_calls(
+            encoder, x, payload["warmup"], payload["runs"]
+        )
+    rss_end = runner.peak_rss_bytes()
+    return {
+        "status": "ok",
+        "runtime_version": torch.__version__,
+        "runtime_package": "torch",
+        "input": [{"name": "x", "shape": list(shape), "dtype": "float32"}],
+        "output": [{"name": "codeword", "shape": list(output.shape), "dtype": "float32"}],
+        "output_finite": bool(torch.isfinite(output).all()),
+        "init_ms": round(init_ns / 1e6, 3),
+        "first_inference_ms": round(first_ns / 1e6, 3),
+        "latency_us": runner.latency_summary(timings),
+        "timings_us": [round(t / 1e3, 3) for t in timings],
+        "rss_start_bytes": rss_start,
+        "rss_after_import_bytes": rss_imported,
+        "peak_rss_bytes": rss_end,
+        "model_rss_bytes": None
+        if rss_end is None or rss_imported is None
+        else rss_end - rss_imported,
+    }
+
+
+def _now() -> int:
+    import time
+
+    return time.perf_counter_ns()
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--torch-worker":
+        print(json.dumps(torch_worker(json.loads(sys.argv[2]))))
+        sys.exit(0)
+    sys.exit("usage: python -m csideploy.bench.measure --torch-worker JSON")

@@ -1,0 +1,120 @@
+"""Assemble a bundle directory: golden vectors for every artifact, then the manifest.
+
+The expected outputs are produced by running each artifact in its own runtime on the golden
+inputs, so `verify` on another machine compares like with like within the declared tolerance.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from csideploy.bundle.golden import write_expected, write_inputs
+from csideploy.bundle.manifest import (
+    MANIFEST_NAME,
+    SCHEMA_VERSION,
+    file_entry,
+    validate_manifest,
+    write_json_atomic,
+)
+from csideploy.bundle.verify import RUNTIMES, run_artifact
+
+FORMATS = ("onnx", "tflite")
+PRECISIONS = ("fp32", "int8", "dynamic")
+
+
+@dataclass(frozen=True)
+class ArtifactSpec:
+    """What the manifest says about one UE artifact (the file already sits in the bundle)."""
+
+    file: str
+    format: str
+    precision: str
+    input: dict[str, Any]
+    output: dict[str, Any]
+    tolerance: float
+    opset: int | None = None
+    schema: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.format not in FORMATS:
+            raise ValueError(f"format must be one of {FORMATS}, got {self.format!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if not self.tolerance > 0:
+            raise ValueError(f"tolerance must be positive, got {self.tolerance}")
+
+    @property
+    def runtime(self) -> str:
+        return RUNTIMES[self.format]
+
+
+def assemble_bundle(
+    bundle_dir: Path,
+    *,
+    header: dict[str, Any],
+    artifacts: list[ArtifactSpec],
+    golden_inputs: np.ndarray,
+    ue_files: list[str],
+    bs_files: list[str],
+) -> dict[str, Any]:
+    """Write `golden/` and `manifest.json` into `bundle_dir`; return the manifest.
+
+    `header` holds the manifest's descriptive sections (artifact_version, model,
+    preprocessing, feedback, calibration, tools). `ue_files` are the bundle-relative files a
+    handset receives besides the golden vectors; `bs_files` stay on the BS side.
+    """
+    bundle_dir = Path(bundle_dir)
+    inputs_path = write_inputs(bundle_dir, golden_inputs)
+    golden_files = {inputs_path}
+    entries = []
+    for spec in artifacts:
+        outputs = run_artifact(spec.runtime, bundle_dir / spec.file, golden_inputs)
+        golden = write_expected(
+            bundle_dir,
+            spec.file,
+            golden_inputs,
+            outputs,
+            input_name=spec.input["name"],
+            output_name=spec.output["name"],
+        )
+        golden_files |= _files_under(bundle_dir, golden)
+        entries.append(_artifact_entry(spec, golden))
+    manifest = {
+        **header,
+        "schema_version": SCHEMA_VERSION,
+        "artifacts": entries,
+        "files": [file_entry(bundle_dir, p) for p in sorted({*ue_files, *golden_files})],
+        "bs_side": [file_entry(bundle_dir, p) for p in sorted(bs_files)],
+    }
+    validate_manifest(manifest)
+    write_json_atomic(bundle_dir / MANIFEST_NAME, manifest)
+    return manifest
+
+
+def _artifact_entry(spec: ArtifactSpec, golden: dict[str, str]) -> dict[str, Any]:
+    return {
+        "file": spec.file,
+        "format": spec.format,
+        "precision": spec.precision,
+        "runtime": spec.runtime,
+        "opset": spec.opset,
+        "schema": spec.schema,
+        "input": spec.input,
+        "output": spec.output,
+        "tolerance": {"max_abs": spec.tolerance},
+        "golden": golden,
+        **spec.extra,
+    }
+
+
+def _files_under(root: Path, golden: dict[str, str]) -> set[str]:
+    files = {golden["inputs"], golden["outputs"]}
+    if "onnx_test_dir" in golden:
+        test_dir = root / golden["onnx_test_dir"]
+        files |= {p.relative_to(root).as_posix() for p in test_dir.rglob("*") if p.is_file()}
+    return files

@@ -1,0 +1,450 @@
+"""Paired uplink / downlink CSI (same geometry, two carriers) and a bounded-memory .mat writer.
+
+DualNet-MP's BS decodes the DL magnitude with the UL magnitude as side information, so its
+data come in pairs: the same UE drop seen on the DL and the UL carrier of an FDD band.
+
+File layout. A paired split is one COST2100-style MATLAB v5 file holding two variables:
+
+- `HT`: the DOWNLINK CSI, float32 (N, 2048), exactly as every other data file (so every
+  command that reads `HT` reads the DL and ignores the rest);
+- `HT_UL`: the UPLINK CSI of the same N drops, same shape, layout and scale.
+
+Rows are `[real 1024 | imag 1024]` of the 32 angle x 32 delay matrix, values in [0, 1] with
+0.5 meaning zero; DL and UL share one scale so their relative amplitude is kept.
+`load_paired(path)` returns both as (N, 2, 32, 32).
+
+Built-in generator (`generate_paired`, `write_paired_dataset`). It reuses the synthetic
+generator's clustered multipath model (`csideploy.calibration.synthetic`) and draws each
+drop's clusters once: the DL is exactly `synthetic.generate(n, scenario, seed)`; the UL keeps
+every path's delay and departure angle and its gain magnitude, while (i) the array response is
+that of the same physical array at the UL carrier (half-wavelength spacing at the DL carrier, so
+the spatial frequency of a path scales by f_UL / f_DL) and (ii) every path gets a fresh
+uniform phase (over an FDD duplex gap of tens of MHz the path phases decorrelate). The
+angular-delay magnitudes of the two links are therefore strongly correlated and their phases
+are not. Default UL carriers follow the DualNet-MP seed's separations: 5.1 GHz UL for the
+5.3 GHz indoor preset, and f_DL * 2.0 / 2.1 for the outdoor preset (its UMi band was 2.0 / 2.1
+GHz).
+
+Memory. `MatStreamWriter` writes MATLAB v5 matrices chunk by chunk: each variable is kept in a
+column-major temporary memory map on disk beside the output, and the .mat file is assembled
+from it in blocks, so writing N samples holds only a chunk (plus a block of at most ~64 MB) in
+memory, at the cost of the same size again in temporary disk space. A v5 variable is limited to
+2**32 bytes: at most 524,287 samples of 2048 float32 values per file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import struct
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from csideploy.errors import DataError, OutputExistsError, ShapeError
+
+UL_VARIABLE = "HT_UL"
+DL_VARIABLE = "HT"
+CSI_WIDTH = 2048
+PAIRED_GENERATOR_ID = "csideploy.paired/1"
+DEFAULT_UL_RATIO = {"indoor": 5.1 / 5.3, "outdoor": 2.0 / 2.1}
+"""f_UL / f_DL of the built-in presets (DualNet-MP: 5.1 / 5.3 GHz indoor, 2.0 / 2.1 GHz UMi)."""
+_UL_PHASE_STREAM = 0x0171
+_BLOCK_BYTES = 64 * 2**20
+_MAX_ELEMENT_BYTES = 2**32 - 1
+
+# MAT v5 constants (MATLAB "MAT-File Format", level 5).
+_MI_INT8, _MI_INT32, _MI_UINT32, _MI_SINGLE, _MI_DOUBLE, _MI_MATRIX = 1, 5, 6, 7, 9, 14
+_MX_DOUBLE_CLASS, _MX_SINGLE_CLASS = 6, 7
+_COMPLEX_FLAG = 0x0800
+
+
+# --------------------------------------------------------------------------- .mat writer
+
+
+def _pad8(n: int) -> int:
+    return (8 - n % 8) % 8
+
+
+@dataclass(frozen=True)
+class _Variable:
+    name: str
+    rows: int
+    cols: int
+    dtype: np.dtype
+    complex_: bool
+
+    @property
+    def part_bytes(self) -> int:
+        return self.rows * self.cols * self.dtype.itemsize
+
+    def element_bytes(self) -> int:
+        """Bytes of the miMATRIX payload: flags, dims, name and one or two data parts."""
+        name = len(self.name.encode("ascii"))
+        data = 8 + self.part_bytes + _pad8(self.part_bytes)
+        return 16 + 16 + 8 + name + _pad8(name) + data * (2 if self.complex_ else 1)
+
+
+class MatStreamWriter:
+    """Write 2-D MATLAB v5 matrices of known shape, a chunk of rows at a time.
+
+    `variables` maps name -> (rows, cols, dtype) with dtype float32, float64, complex64 or
+    complex128. Rows are appended with `write(name, start, block)`; `close()` assembles the
+    file at `path` (through a temporary file and `os.replace`, so a reader never sees half a
+    file) and removes the temporary maps. Every row must have been written once.
+    """
+
+    def __init__(
+        self, path: str | os.PathLike[str], variables: Mapping[str, tuple[int, int, Any]],
+    ) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._tmpdir = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.", dir=self.path.parent))
+        self._vars: dict[str, _Variable] = {}
+        self._maps: dict[str, list[np.memmap]] = {}
+        self._written: dict[str, int] = {}
+        for name, (rows, cols, dtype) in variables.items():
+            self._vars[name] = var = self._variable(name, rows, cols, np.dtype(dtype))
+            parts = ("re", "im") if var.complex_ else ("re",)
+            self._maps[name] = [
+                np.memmap(self._tmpdir / f"{name}.{part}", dtype=var.dtype, mode="w+",
+                          shape=(cols, rows))
+                for part in parts
+            ]
+            self._written[name] = 0
+
+    @staticmethod
+    def _variable(name: str, rows: int, cols: int, dtype: np.dtype) -> _Variable:
+        if not name.isidentifier() or name.startswith("_") or not name.isascii():
+            raise ValueError(f"{name!r} is not a valid MATLAB variable name")
+        if rows < 1 or cols < 1:
+            raise ShapeError(f"{name}: shape ({rows}, {cols}) is empty")
+        kinds = {np.dtype(np.float32): np.float32, np.dtype(np.float64): np.float64,
+                 np.dtype(np.complex64): np.float32, np.dtype(np.complex128): np.float64}
+        if dtype not in kinds:
+            raise ValueError(f"{name}: dtype {dtype} is not float32/64 or complex64/128")
+        var = _Variable(name, rows, cols, np.dtype(kinds[dtype]), dtype.kind == "c")
+        if var.element_bytes() > _MAX_ELEMENT_BYTES:
+            raise DataError(
+                f"{name}: {rows} x {cols} {dtype} exceeds the 4 GiB limit of a MATLAB v5 "
+                "variable; write fewer samples per file"
+            )
+        return var
+
+    def write(self, name: str, start: int, block: np.ndarray) -> None:
+        """Rows `start : start + len(block)` of variable `name`."""
+        var = self._vars[name]
+        block = np.asarray(block).reshape(len(block), -1)
+        if block.shape[1] != var.cols or start < 0 or start + len(block) > var.rows:
+            raise ShapeError(f"{name}: block of shape {block.shape} at row {start} does not fit "
+                             f"({var.rows}, {var.cols})")
+        maps = self._maps[name]
+        maps[0][:, start : start + len(block)] = block.real.T
+        if var.complex_:
+            maps[1][:, start : start + len(block)] = block.imag.T
+        self._written[name] += len(block)
+
+    def close(self) -> Path:
+        """Assemble the .mat file; returns its path."""
+        missing = {n: v.rows - self._written[n] for n, v in self._vars.items()
+                   if self._written[n] != v.rows}
+        if missing:
+            self.abort()
+            raise DataError(f"{self.path}: rows not written (or written twice): {missing}")
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp",
+                                   dir=self.path.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(_header())
+                for name, var in self._vars.items():
+                    self._write_variable(fh, var, self._maps[name])
+                fh.flush()
+                os.fsync(fh.fileno())
+            _chmod_default(tmp)
+            os.replace(tmp, self.path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        finally:
+            self.abort()
+        return self.path
+
+    def abort(self) -> None:
+        """Drop the temporary maps (nothing is written at `path`)."""
+        self._maps = {name: [] for name in self._maps}
+        shutil.rmtree(self._tmpdir, ignore_errors=True)
+
+    def __enter__(self) -> MatStreamWriter:
+        return self
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        if exc_type is not None:
+            self.abort()
+
+    @staticmethod
+    def _write_variable(fh: Any, var: _Variable, maps: list[np.memmap]) -> None:
+        name = var.name.encode("ascii")
+        is_double = var.dtype == np.float64
+        flags = (_MX_DOUBLE_CLASS if is_double else _MX_SINGLE_CLASS) | (
+            _COMPLEX_FLAG if var.complex_ else 0
+        )
+        fh.write(struct.pack("<II", _MI_MATRIX, var.element_bytes()))
+        fh.write(struct.pack("<IIII", _MI_UINT32, 8, flags, 0))
+        fh.write(struct.pack("<IIii", _MI_INT32, 8, var.rows, var.cols))
+        fh.write(struct.pack("<II", _MI_INT8, len(name)) + name + b"\0" * _pad8(len(name)))
+        per_block = max(1, _BLOCK_BYTES // max(1, var.rows * var.dtype.itemsize))
+        for part in maps:
+            fh.write(struct.pack("<II", _MI_DOUBLE if is_double else _MI_SINGLE, var.part_bytes))
+            for j in range(0, var.cols, per_block):
+                # Column-major data = rows of the (cols, rows) map, already contiguous.
+                block = part[j : j + per_block]
+                fh.write(np.ascontiguousarray(block, dtype=var.dtype.newbyteorder("<")).tobytes())
+            fh.write(b"\0" * _pad8(var.part_bytes))
+
+
+def _header() -> bytes:
+    text = (f"MATLAB 5.0 MAT-file, Platform: csideploy, Created on: {time.asctime()}").encode()
+    return text[:116].ljust(116, b" ") + b"\0" * 8 + struct.pack("<H", 0x0100) + b"IM"
+
+
+def _chmod_default(path: str) -> None:
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def load_paired(
+    path: str | os.PathLike[str], *, limit: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(DL, UL) CSI of a paired file, each float32 (N, 2, 32, 32), validated and same length."""
+    from csideploy.calibration.io import load_csi
+
+    dl = load_csi(path, variable=DL_VARIABLE, limit=limit)
+    try:
+        ul = load_csi(path, variable=UL_VARIABLE, limit=limit)
+    except DataError as exc:
+        raise DataError(f"{path}: not a paired UL/DL file ({exc})") from exc
+    if len(dl) != len(ul):
+        raise DataError(f"{path}: {DL_VARIABLE} has {len(dl)} samples but {UL_VARIABLE} "
+                        f"has {len(ul)}")
+    return dl, ul
+
+
+# --------------------------------------------------------------------------- built-in pairs
+
+
+def _ul_ratio(scenario: str, ul_carrier_hz: float | None, dl_carrier_hz: float) -> float:
+    if ul_carrier_hz is None:
+        return DEFAULT_UL_RATIO.get(scenario, DEFAULT_UL_RATIO["outdoor"])
+    if not ul_carrier_hz > 0:
+        raise ValueError(f"ul_carrier_hz must be positive, got {ul_carrier_hz!r}")
+    return float(ul_carrier_hz) / dl_carrier_hz
+
+
+def _uplink_paths(paths: Any, ratio: float, rng: np.random.Generator) -> Any:
+    """Same delays, angles and gain magnitudes; spatial frequency scaled; fresh phases."""
+    from csideploy.calibration.synthetic import Paths, _off_grid
+
+    half = 16.0  # sin(angle) is carried in units of 16 sin(angle) on the DFT grid
+    phase = rng.uniform(-np.pi, np.pi, size=paths.gain.shape)
+    return Paths(
+        sin_angle=_off_grid(paths.sin_angle * ratio * half) / half,
+        delay=paths.delay,
+        gain=np.abs(paths.gain) * np.exp(1j * phase),
+    )
+
+
+def generate_paired(
+    n: int,
+    *,
+    scenario: str = "indoor",
+    seed: int = 0,
+    ul_carrier_hz: float | None = None,
+    progress: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """`n` (DL, UL) pairs from the built-in generator, each float32 (n, 2, 32, 32).
+
+    The DL equals `synthetic.generate(n, scenario=scenario, seed=seed)`; see the module
+    docstring for how the UL is derived. `ul_carrier_hz` defaults per preset.
+    """
+    dl = np.empty((n, 2, 32, 32), dtype=np.float32)
+    ul = np.empty_like(dl)
+    for start, d, u, _hf in _paired_chunks(n, scenario, seed, ul_carrier_hz, progress, False):
+        dl[start : start + len(d)] = d
+        ul[start : start + len(u)] = u
+    return dl, ul
+
+
+def _paired_chunks(
+    n: int, scenario: Any, seed: int, ul_carrier_hz: float | None, progress: bool,
+    with_freq: bool,
+) -> Any:
+    """Yield (start, dl chunk, ul chunk, HF chunk or None) for `n` samples.
+
+    Chunks and their random streams are the synthetic generator's, so the DL is identical to
+    `synthetic.generate(n, scenario=..., seed=seed)`.
+    """
+    from csideploy.calibration import synthetic as syn
+
+    n, seed = _check_count("n", n, 1), _check_count("seed", seed, 0)
+    cfg = syn._config(scenario)
+    scale = float(cfg.scale)
+    ratio = _ul_ratio(cfg.name, ul_carrier_hz, cfg.carrier_hz)
+    with progress_bar(n, progress, f"paired {cfg.name}") as bar:
+        for index, start in enumerate(range(0, n, syn.CHUNK)):
+            size = min(syn.CHUNK, n - start)
+            paths = syn._draw_paths(cfg, size, syn._rng(seed, index))
+            phase_rng = np.random.default_rng(
+                np.random.SeedSequence(seed, spawn_key=(index, _UL_PHASE_STREAM))
+            )
+            dl = np.empty((size, 2, 32, 32), dtype=np.float32)
+            ul = np.empty_like(dl)
+            syn._csi_into(dl, paths, scale)
+            syn._csi_into(ul, _uplink_paths(paths, ratio, phase_rng), scale)
+            hf = syn._freq_chunk(paths) * np.float32(scale) if with_freq else None
+            yield start, dl, ul, hf
+            bar.update(size)
+
+
+def _check_count(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def progress_bar(total: int, enabled: bool, desc: str) -> Any:
+    """A tqdm bar counting samples, or a do-nothing stand-in when `enabled` is False."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="sample", desc=desc, disable=not enabled)
+
+
+def split_counts(n: int, val_fraction: float, test_fraction: float) -> dict[str, int]:
+    """Samples per split (train, val, test); each gets at least one, or a ValueError."""
+    n = _check_count("n", n, 3)
+    for name, frac in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        if not 0.0 < frac < 1.0:
+            raise ValueError(f"{name} must lie in (0, 1), got {frac!r}")
+    n_val, n_test = round(n * val_fraction), round(n * test_fraction)
+    counts = {"train": n - n_val - n_test, "val": n_val, "test": n_test}
+    if min(counts.values()) < 1:
+        raise ValueError(f"n={n} with these fractions leaves an empty split: {counts}")
+    return counts
+
+
+def refuse_existing(target: Path, names: Any, overwrite: bool) -> None:
+    """OutputExistsError when a file to be written exists and `overwrite` is off."""
+    if target.exists() and not target.is_dir():
+        raise OutputExistsError(f"{target}: exists and is not a directory")
+    clash = [name for name in names if (target / name).exists()]
+    if clash and not overwrite:
+        raise OutputExistsError(
+            f"{target}: would overwrite {', '.join(clash)}; pass overwrite=True (--force)"
+        )
+
+
+def move_into_place(staging: Path, target: Path, names: Any) -> None:
+    """Rename the staged files into `target` (each os.replace is atomic)."""
+    target.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        os.replace(staging / name, target / name)
+
+
+@dataclass(frozen=True)
+class WrittenDataset:
+    """Files written by `write_paired_dataset` / `write_sionna_dataset`, by role."""
+
+    files: dict[str, Path]
+    counts: dict[str, int]
+    manifest: dict[str, Any]
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["files"] = {k: str(v) for k, v in self.files.items()}
+        return out
+
+    def __str__(self) -> str:
+        lines = [f"{role}: {path}" for role, path in self.files.items()]
+        return "\n".join(lines)
+
+
+def write_paired_dataset(
+    out_dir: str | os.PathLike[str],
+    *,
+    scenario: str = "indoor",
+    n: int = 15000,
+    seed: int = 0,
+    ul_carrier_hz: float | None = None,
+    val_fraction: float = 0.2,
+    test_fraction: float = 2 / 15,
+    overwrite: bool = False,
+    progress: bool = False,
+) -> WrittenDataset:
+    """Write built-in paired UL/DL data in the COST2100 layout (train / val / test splits).
+
+    Files: `DATA_H{train,val,test}{in|out}.mat` with `HT` (DL) and `HT_UL` (UL),
+    `DATA_HtestF{in|out}_all.mat` (`HF_all` of the DL test split, for rho) and
+    `paired_dataset.json`. Memory is bounded by one chunk (see `MatStreamWriter`).
+    """
+    from csideploy.calibration import synthetic as syn
+    from csideploy.calibration.io import split_filename
+
+    cfg = syn._config(scenario)
+    counts = split_counts(n, val_fraction, test_fraction)
+    seeds = syn.split_seeds(seed)
+    ratio = _ul_ratio(cfg.name, ul_carrier_hz, cfg.carrier_hz)
+    names = {s: split_filename(s, cfg.name) for s in ("train", "val", "test", "testF")}
+    names["manifest"] = "paired_dataset.json"
+    target = Path(out_dir)
+    refuse_existing(target, names.values(), overwrite)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{target.name}.", dir=target.parent) as tmp:
+        staging = Path(tmp)
+        for split in ("train", "val", "test"):
+            size = counts[split]
+            shapes: dict[str, tuple[int, int, Any]] = {
+                DL_VARIABLE: (size, CSI_WIDTH, np.float32),
+                UL_VARIABLE: (size, CSI_WIDTH, np.float32),
+            }
+            freq = None
+            if split == "test":
+                freq = MatStreamWriter(staging / names["testF"],
+                                       {"HF_all": (size, 4000, np.complex64)})
+            with MatStreamWriter(staging / names[split], shapes) as writer:
+                for start, dl, ul, hf in _paired_chunks(
+                    size, cfg, seeds[split], ratio * cfg.carrier_hz, progress, freq is not None
+                ):
+                    writer.write(DL_VARIABLE, start, dl)
+                    writer.write(UL_VARIABLE, start, ul)
+                    if freq is not None:
+                        freq.write("HF_all", start, hf)
+                writer.close()
+            if freq is not None:
+                freq.close()
+        manifest = {
+            "generator": PAIRED_GENERATOR_ID,
+            "note": "synthetic stand-in data, NOT COST2100; figures are not comparable",
+            "scenario": cfg.name,
+            "variables": {DL_VARIABLE: "downlink CSI", UL_VARIABLE: "uplink CSI, same drops"},
+            "dl_carrier_hz": cfg.carrier_hz,
+            "ul_carrier_hz": ratio * cfg.carrier_hz,
+            "n": n,
+            "seed": seed,
+            "split_seeds": seeds,
+            "counts": counts,
+            "files": names,
+            "scale": cfg.scale,
+            "zero_offset": 0.5,
+        }
+        (staging / names["manifest"]).write_text(json.dumps(manifest, indent=2) + "\n")
+        move_into_place(staging, target, names.values())
+    return WrittenDataset({role: target / name for role, name in names.items()}, counts, manifest)

@@ -1,0 +1,46 @@
+"""`csideploy verify` and `csideploy pack`: the handset bundle commands (no torch import)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from csideploy.commands._common import echo_json, reports_errors
+
+
+@click.command("verify")
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@reports_errors
+def verify_command(bundle: Path, as_json: bool) -> None:
+    """Check a bundle directory or tarball: schema, sha256 of every file, golden vectors."""
+    from csideploy.bundle.verify import verify_bundle
+
+    report = verify_bundle(bundle)
+    if as_json:
+        echo_json(report.as_dict())
+    else:
+        for check in report.checks:
+            mark = "ok  " if check.ok else "FAIL"
+            click.echo(f"{mark} {check.check:<7} {check.file}: {check.detail}")
+        verdict = "verified" if report.ok else f"{len(report.failures)} check(s) failed"
+        click.echo(f"{bundle}: {verdict}")
+    if not report.ok:
+        raise SystemExit(1)
+
+
+@click.command("pack")
+@click.argument("bundle", type=click.Path(path_type=Path, file_okay=False))
+@click.option("--out", type=click.Path(path_type=Path), help="Tarball path (default DIR.tar.gz).")
+@reports_errors
+def pack_command(bundle: Path, out: Path | None) -> None:
+    """Write a reproducible DIR.tar.gz with the UE side only (no BS decoder)."""
+    from csideploy.bundle.tarball import pack_bundle
+
+    click.echo(str(pack_bundle(bundle, out=out)))
+
+
+def register(group: click.Group) -> None:
+    group.add_command(verify_command)
+    group.add_command(pack_command)

@@ -1,0 +1,88 @@
+"""`csideploy export`: split, export to ONNX, optionally quantize to INT8, gate, write."""
+
+from __future__ import annotations
+
+import click
+
+from csideploy.commands._common import echo_json, reports_errors
+from csideploy.export import (
+    CALIBRATION_METHODS,
+    DEFAULT_CALIB_SAMPLES,
+    DEFAULT_EVAL_SAMPLES,
+    DEFAULT_MAX_NMSE_DROP_DB,
+    DEFAULT_OPSET,
+    INT8_MODES,
+    MIN_CALIB_SAMPLES,
+)
+
+
+@click.command("export")
+@click.option("--model", "model_name", required=True, help="Zoo model name, e.g. clnet.")
+@click.option("--cr", type=int, default=None,
+              help="Compression reduction, e.g. 4 for 1/4 [default: the checkpoint's, else 4].")
+@click.option("--checkpoint", default=None, type=click.Path(dir_okay=False),
+              help="Checkpoint file [default: the shipped one for (model, CR)].")
+@click.option("--int8", type=click.Choice(INT8_MODES), is_flag=False, flag_value="static",
+              default=None, help="Also write an INT8 encoder; bare --int8 means static.")
+@click.option("--calib", default=None, type=click.Path(dir_okay=False),
+              help="Calibration CSI (.mat/.npy/.npz) [default: synthetic indoor].")
+@click.option("--calib-samples", type=int, default=DEFAULT_CALIB_SAMPLES, show_default=True,
+              help=f"Calibration samples (at least {MIN_CALIB_SAMPLES}).")
+@click.option("--calib-method", type=click.Choice(CALIBRATION_METHODS), default="minmax",
+              show_default=True, help="How static INT8 picks activation ranges.")
+@click.option("--eval", "eval_data", default=None, type=click.Path(dir_okay=False),
+              help="Evaluation CSI for the numerics gates [default: synthetic indoor].")
+@click.option("--eval-samples", type=int, default=DEFAULT_EVAL_SAMPLES, show_default=True)
+@click.option("--max-nmse-drop", type=float, default=DEFAULT_MAX_NMSE_DROP_DB, show_default=True,
+              help="Largest NMSE loss (dB) an INT8 encoder may have; 'inf' accepts any.")
+@click.option("--opset", type=int, default=DEFAULT_OPSET, show_default=True)
+@click.option("--out", "out_dir", default=None, type=click.Path(),
+              help="Output directory [default: artifacts/<model>-cr<N>].")
+@click.option("--force", is_flag=True, help="Replace an existing output directory.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@reports_errors
+def export_command(
+    model_name: str, cr: int | None, checkpoint: str | None, int8: str | None,
+    calib: str | None, calib_samples: int, calib_method: str, eval_data: str | None,
+    eval_samples: int, max_nmse_drop: float, opset: int, out_dir: str | None, force: bool,
+    as_json: bool,
+) -> None:
+    """Export the UE encoder (and BS decoder) to ONNX, gated against the float model."""
+    from csideploy.export.numerics import NmseGateError
+    from csideploy.export.recipe import ExportConfig, run_export
+
+    config = ExportConfig(
+        model=model_name, cr=cr, checkpoint=checkpoint, int8=int8, calib=calib,
+        calib_samples=calib_samples, calib_method=calib_method, eval_data=eval_data,
+        eval_samples=eval_samples, max_nmse_drop=max_nmse_drop, opset=opset, out=out_dir,
+        force=force,
+    )
+    try:
+        result = run_export(config)
+    except NmseGateError as error:
+        click.echo("per-tensor SQNR of the INT8 encoder, worst first:", err=True)
+        click.echo(error.table(), err=True)
+        raise
+    if as_json:
+        echo_json(result.to_dict())
+        return
+    click.echo(
+        f"exported {result.model} CR 1/{result.cr} to {result.out_dir} "
+        f"in {sum(result.seconds.values()):.1f} s"
+    )
+    for a in result.artifacts:
+        n = a.numerics
+        p50 = f"  p50 {a.latency.p50_us:.0f} us" if a.latency else ""
+        click.echo(
+            f"  {a.file:<20}{a.side:<3}{a.precision:<8}{a.bytes:>11,} B  "
+            f"{n.compared_output} max-abs {n.max_abs_error:.2g}  "
+            f"NMSE {n.nmse_db:.2f} dB ({n.delta_nmse_db:+.3f}){p50}"
+        )
+    click.echo(
+        f"float NMSE {result.float_nmse_db:.2f} dB ({result.convention.name}) on "
+        f"{result.evaluation.samples} samples of {result.evaluation.source}"
+    )
+
+
+def register(group: click.Group) -> None:
+    group.add_command(export_command)

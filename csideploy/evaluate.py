@@ -1,0 +1,148 @@
+"""Reconstruction quality of a model on CSI data: NMSE under a named convention, and rho.
+
+Papers report NMSE three ways (see `csideploy.metrics`); every result here carries the
+convention's name and description so that a number is never read under the wrong one.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from csideploy.errors import DataError, ShapeError
+from csideploy.models.registry import CSI_SHAPE, CsiAutoencoder
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """NMSE (dB) of a model's reconstruction, under `convention`, over `n_samples`."""
+
+    model: str
+    cr: int
+    nmse_db: float
+    convention: str
+    convention_description: str
+    n_samples: int
+    rho: float | None = None
+    data: str | None = None
+    checkpoint: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "cr": self.cr,
+            "nmse_db": self.nmse_db,
+            "convention": self.convention,
+            "convention_description": self.convention_description,
+            "n_samples": self.n_samples,
+            "rho": self.rho,
+            "data": self.data,
+            "checkpoint": self.checkpoint,
+        }
+
+    def summary(self) -> str:
+        """One line a person can quote: the model, the NMSE and the convention behind it."""
+        line = (
+            f"{self.model} CR 1/{self.cr}: NMSE {self.nmse_db:.2f} dB "
+            f"({self.convention}: {self.convention_description}) over {self.n_samples} samples"
+        )
+        if self.rho is not None:
+            line += f", rho {self.rho:.4f}"
+        return line
+
+
+@torch.no_grad()
+def reconstruct(
+    model: CsiAutoencoder, x: np.ndarray | torch.Tensor, *, batch_size: int = 1000
+) -> np.ndarray:
+    """The model's output for every sample of `x`, in eval mode, batch by batch, as float32."""
+    t = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
+    if t.dim() != 4 or tuple(t.shape[1:]) != CSI_SHAPE:
+        raise ShapeError(f"csi: expected shape (N, 2, 32, 32), got {tuple(t.shape)}")
+    if len(t) == 0:
+        raise DataError("csi: no samples to evaluate")
+    if batch_size <= 0:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        parts = [
+            model(t[i : i + batch_size].to(device=device, dtype=torch.float32)).cpu()
+            for i in range(0, len(t), batch_size)
+        ]
+    finally:
+        model.train(was_training)
+    return torch.cat(parts).numpy()
+
+
+def evaluate(
+    model: CsiAutoencoder,
+    x: np.ndarray | torch.Tensor,
+    *,
+    convention: str = "linear",
+    hf: np.ndarray | None = None,
+    batch_size: int = 1000,
+) -> EvalResult:
+    """NMSE (dB) of `model` on `x` under `convention`; rho too when `hf` (HF_all) is given."""
+    from csideploy import metrics
+
+    description = _describe(convention)
+    x_np = np.asarray(x.cpu() if isinstance(x, torch.Tensor) else x, dtype=np.float32)
+    x_hat = reconstruct(model, x_np, batch_size=batch_size)
+    nmse_db = float(metrics.nmse(x_np, x_hat, convention=convention))
+    rho = None if hf is None else float(metrics.rho(x_hat, hf))
+    return EvalResult(
+        model=getattr(model, "model_name", type(model).__name__),
+        cr=int(getattr(model, "cr", 0)),
+        nmse_db=nmse_db,
+        convention=convention,
+        convention_description=description,
+        n_samples=len(x_np),
+        rho=rho,
+    )
+
+
+def evaluate_checkpoint(
+    model_name: str,
+    checkpoint: str | os.PathLike[str],
+    data: str | os.PathLike[str],
+    *,
+    convention: str = "linear",
+    cr: int | None = None,
+    scenario: str | None = None,
+    limit: int | None = None,
+    batch_size: int = 1000,
+) -> EvalResult:
+    """Load `checkpoint` into `model_name` and evaluate it on a CSI file or dataset directory.
+
+    A directory means its test split (`DATA_Htest*.mat`; `scenario` picks `in` or `out` when
+    both are present). `cr` may be left out when the checkpoint reveals it.
+    """
+    from csideploy.calibration.io import load_csi, resolve_data
+    from csideploy.models.checkpoint import load_checkpoint
+
+    _describe(convention)
+    data_path = resolve_data(data, split="test", scenario=scenario)
+    loaded = load_checkpoint(checkpoint, model=model_name, cr=cr)
+    x = load_csi(data_path, limit=limit)
+    result = evaluate(loaded.model, x, convention=convention, batch_size=batch_size)
+    from dataclasses import replace
+
+    return replace(result, data=str(data_path), checkpoint=str(checkpoint))
+
+
+def _describe(convention: str) -> str:
+    """The convention's description, or a ValueError listing the known ones."""
+    from csideploy.metrics import NMSE_CONVENTIONS
+
+    try:
+        return str(NMSE_CONVENTIONS[convention])
+    except KeyError:
+        known = ", ".join(NMSE_CONVENTIONS)
+        raise ValueError(f"unknown NMSE convention {convention!r}; known: {known}") from None
+

@@ -1,0 +1,67 @@
+"""Export: split a trained model, write ONNX (and INT8) artifacts, gate their numerics.
+
+    from csideploy.export import ExportConfig, run_export
+    result = run_export(ExportConfig(model="clnet", int8="static"))
+
+The steps `run_export` runs are public too (`load_step`, `split_step`, `calibration_step`,
+`evaluation_step`, `reference_step`, `onnx_step`, `measure_step`, `write_step`), as are the
+building blocks (`export_onnx`, `quantize_static_onnx`, `quantize_dynamic_onnx`,
+`layer_sqnr`, `onnx_latency`). The option constants below are importable without loading
+torch or onnx, so the command line starts fast; everything else is loaded on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+INT8_MODES = ("static", "dynamic")
+CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+DEFAULT_CALIB_SAMPLES = 256
+DEFAULT_EVAL_SAMPLES = 1000
+MIN_CALIB_SAMPLES = 32
+MIN_EVAL_SAMPLES = 16
+DEFAULT_OPSET = 18
+DEFAULT_MAX_NMSE_DROP_DB = 0.5
+
+_LAZY = {
+    "recipe": (
+        "ArtifactResult", "CheckpointSummary", "CsiSet", "ExportConfig", "ExportContext",
+        "ExportResult", "FORMAT_STEPS", "FormatStep", "ModelSizes", "SplitModel",
+        "calibration_step", "evaluation_step", "export_decoder_onnx", "export_encoder_onnx",
+        "load_step", "measure_step", "onnx_step", "quantize_encoder_onnx", "reference_step",
+        "register_format", "run_export", "split_step", "write_step",
+    ),
+    "onnx_export": ("OnnxGraphInfo", "OnnxRunner", "export_onnx", "inspect_onnx"),
+    "quantize_onnx": (
+        "LayerError", "QuantizationParams", "float_ops", "layer_sqnr", "quantize_dynamic_onnx",
+        "quantize_static_onnx",
+    ),
+    "numerics": (
+        "FloatReference", "GateResult", "NmseGateError", "Numerics", "check_nmse_drop",
+        "check_parity",
+    ),
+    "latency": ("LatencyResult", "onnx_latency"),
+}
+_WHERE = {name: module for module, names in _LAZY.items() for name in names}
+
+__all__ = [
+    "CALIBRATION_METHODS",
+    "DEFAULT_CALIB_SAMPLES",
+    "DEFAULT_EVAL_SAMPLES",
+    "DEFAULT_MAX_NMSE_DROP_DB",
+    "DEFAULT_OPSET",
+    "INT8_MODES",
+    "MIN_CALIB_SAMPLES",
+    "MIN_EVAL_SAMPLES",
+    *sorted(_WHERE),
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value

@@ -1,0 +1,234 @@
+"""Run a `.tflite` encoder on LiteRT (or, on boards with nothing else, tflite-runtime).
+
+Needs only numpy and one interpreter package, so a handset team or `csideploy verify` can
+check an artifact without torch. `LiteRTModel.run` hides the integer I/O of a full-INT8
+file: float CSI goes in, it is quantized with the input tensor's scale and zero point, and the
+output is dequantized back to float. `run_raw` feeds and returns the tensors exactly as the
+file declares them.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from csideploy.errors import DataError, MissingDependencyError, ShapeError
+
+TFLITE_EXTRA_HINT = "pip install 'csideploy[tflite]'"
+DEFAULT_RUNTIMES = ("ai_edge_litert", "tflite_runtime")
+"""Interpreter packages in order of preference: LiteRT first, tflite-runtime as fallback."""
+
+CSI_NCHW = (2, 32, 32)
+CSI_NHWC = (32, 32, 2)
+
+
+@dataclass(frozen=True)
+class InterpreterChoice:
+    """Which interpreter class was loaded, from which package, and why others were skipped."""
+
+    interpreter_class: type
+    runtime: str
+    skipped: tuple[str, ...] = ()
+
+
+def _load_interpreter_class(preferred: Sequence[str] = DEFAULT_RUNTIMES) -> InterpreterChoice:
+    """Import `<package>.interpreter.Interpreter` from the first package in `preferred` that works.
+
+    Any failure to import counts as "not available" (tflite-runtime built against numpy 1
+    raises on import under numpy 2, not only ImportError), and the reason is kept for the
+    error message when none works.
+    """
+    skipped: list[str] = []
+    for package in preferred:
+        try:
+            module = importlib.import_module(f"{package}.interpreter")
+            interpreter_class = module.Interpreter
+        except Exception as error:  # any import failure: try the next package
+            skipped.append(f"{package}: {type(error).__name__}: {error}")
+            continue
+        return InterpreterChoice(interpreter_class, package, tuple(skipped))
+    reasons = "; ".join(skipped) or "no runtime was named"
+    raise MissingDependencyError(
+        "running a .tflite file needs a LiteRT interpreter (ai-edge-litert, or tflite-runtime "
+        f"as a fallback); install the 'tflite' extra: {TFLITE_EXTRA_HINT} ({reasons})"
+    )
+
+
+def quantize(x: np.ndarray, scale: float, zero_point: int, dtype: np.dtype) -> np.ndarray:
+    """Affine quantization as TFLite's QUANTIZE kernel does it (round half away from zero)."""
+    info = np.iinfo(dtype)
+    scaled = np.asarray(x, dtype=np.float32) / np.float32(scale)
+    rounded = np.sign(scaled) * np.floor(np.abs(scaled) + 0.5)
+    return np.clip(rounded + zero_point, info.min, info.max).astype(dtype)
+
+
+def dequantize(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
+    """Back to float32: (q - zero_point) * scale."""
+    return ((q.astype(np.int32) - zero_point) * np.float32(scale)).astype(np.float32)
+
+
+class LiteRTModel:
+    """One `.tflite` file loaded into an interpreter (XNNPACK, `num_threads` threads).
+
+    The model must have one input and one output. A fixed-batch file (the usual batch 1) runs a
+    larger batch one slice at a time; a file with a dynamic batch dimension is resized instead.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        num_threads: int = 1,
+        *,
+        runtimes: Sequence[str] = DEFAULT_RUNTIMES,
+    ) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise DataError(f"TFLite model not found: {self.path}")
+        if num_threads < 1:
+            raise ValueError(f"num_threads must be >= 1, got {num_threads}")
+        choice = _load_interpreter_class(runtimes)
+        self.runtime = choice.runtime
+        self.num_threads = num_threads
+        try:
+            self._interpreter = choice.interpreter_class(
+                model_path=str(self.path), num_threads=num_threads
+            )
+        except ValueError as error:
+            raise DataError(f"{self.path}: not a readable TFLite model ({error})") from error
+        self._interpreter.allocate_tensors()
+        inputs = self._interpreter.get_input_details()
+        outputs = self._interpreter.get_output_details()
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise ShapeError(
+                f"{self.path}: expected one input and one output tensor, "
+                f"got {len(inputs)} inputs and {len(outputs)} outputs"
+            )
+        self._input = inputs[0]
+        self._output = outputs[0]
+        self._batch = int(self._input["shape"][0])
+
+    @property
+    def input_details(self) -> list[dict[str, Any]]:
+        """The interpreter's input details (name, index, shape, dtype, quantization)."""
+        return self._interpreter.get_input_details()
+
+    @property
+    def output_details(self) -> list[dict[str, Any]]:
+        """The interpreter's output details (name, index, shape, dtype, quantization)."""
+        return self._interpreter.get_output_details()
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """The declared input shape, batch included (e.g. (1, 2, 32, 32))."""
+        return tuple(int(d) for d in self._input["shape"])
+
+    @property
+    def input_dtype(self) -> np.dtype:
+        return np.dtype(self._input["dtype"])
+
+    @property
+    def output_dtype(self) -> np.dtype:
+        return np.dtype(self._output["dtype"])
+
+    @property
+    def dynamic_batch(self) -> bool:
+        signature = self._input.get("shape_signature")
+        return signature is not None and len(signature) > 0 and int(signature[0]) == -1
+
+    def run_raw(self, x: np.ndarray) -> np.ndarray:
+        """One invoke on tensors exactly as the file declares them (int8 stays int8)."""
+        x = np.asarray(x)
+        if x.dtype != self.input_dtype:
+            raise DataError(
+                f"{self.path.name}: input must be {self.input_dtype}, got {x.dtype} "
+                "(use run() to quantize float input)"
+            )
+        self._check_shape(x)
+        if tuple(x.shape) != self.input_shape:
+            if not self.dynamic_batch:
+                raise ShapeError(
+                    f"{self.path.name}: run_raw takes exactly {self.input_shape}, got {x.shape}"
+                )
+            self._interpreter.resize_tensor_input(self._input["index"], list(x.shape))
+            self._interpreter.allocate_tensors()
+            self._input = self._interpreter.get_input_details()[0]
+            self._output = self._interpreter.get_output_details()[0]
+        self._interpreter.set_tensor(self._input["index"], np.ascontiguousarray(x))
+        self._interpreter.invoke()
+        return self._interpreter.get_tensor(self._output["index"]).copy()
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """Float in, float out, any batch size: quantize and dequantize around integer I/O."""
+        x = np.asarray(x, dtype=np.float32)
+        self._check_shape(x)
+        if not np.isfinite(x).all():
+            raise DataError(f"{self.path.name}: input holds NaN or inf")
+        if self.input_dtype != np.float32:
+            scale, zero_point = self._input["quantization"]
+            x = quantize(x, scale, zero_point, self.input_dtype)
+        if self.dynamic_batch or len(x) == self._batch:
+            outputs = [self.run_raw(x)]
+        else:
+            if len(x) % self._batch:
+                raise ShapeError(
+                    f"{self.path.name}: batch {len(x)} is not a multiple of the model's "
+                    f"fixed batch {self._batch}"
+                )
+            outputs = [self.run_raw(x[i : i + self._batch]) for i in range(0, len(x), self._batch)]
+        y = np.concatenate(outputs, axis=0)
+        if self.output_dtype != np.float32:
+            scale, zero_point = self._output["quantization"]
+            y = dequantize(y, scale, zero_point)
+        return y
+
+    def _check_shape(self, x: np.ndarray) -> None:
+        expected = self.input_shape[1:]
+        if x.ndim != len(self.input_shape) or tuple(x.shape[1:]) != expected:
+            raise ShapeError(
+                f"{self.path.name}: input must be (N, {', '.join(map(str, expected))}), "
+                f"got {tuple(x.shape)}"
+            )
+
+
+def infer_layout(model: LiteRTModel) -> str:
+    """'nchw' or 'nhwc' from the declared input shape of a CSI encoder."""
+    shape = model.input_shape[1:]
+    if shape == CSI_NCHW:
+        return "nchw"
+    if shape == CSI_NHWC:
+        return "nhwc"
+    raise ShapeError(
+        f"{model.path.name}: input shape {model.input_shape} is neither (N, 2, 32, 32) "
+        "nor (N, 32, 32, 2)"
+    )
+
+
+def encode_csi(
+    model: LiteRTModel | str | os.PathLike[str],
+    csi: np.ndarray,
+    *,
+    layout: str | None = None,
+    num_threads: int = 1,
+) -> np.ndarray:
+    """Float codewords (N, M) of NCHW CSI (N, 2, 32, 32), whatever the file's layout and I/O.
+
+    This is the LiteRT side of the numerics gate: its output compares directly with the torch
+    encoder's and feeds the float decoder. `layout` defaults to what the input shape says.
+    """
+    runner = model if isinstance(model, LiteRTModel) else LiteRTModel(model, num_threads)
+    csi = np.asarray(csi, dtype=np.float32)
+    if csi.ndim != 4 or tuple(csi.shape[1:]) != CSI_NCHW:
+        raise ShapeError(f"csi: expected shape (N, 2, 32, 32), got {tuple(csi.shape)}")
+    layout = layout or infer_layout(runner)
+    if layout not in ("nchw", "nhwc"):
+        raise ValueError(f"layout must be 'nchw' or 'nhwc', got {layout!r}")
+    if layout == "nhwc":
+        csi = np.ascontiguousarray(csi.transpose(0, 2, 3, 1))
+    codewords = runner.run(csi)
+    return codewords.reshape(len(csi), -1)

@@ -1,0 +1,477 @@
+"""INT8 ONNX encoders with onnxruntime.quantization: static QDQ with calibration, or dynamic.
+
+Static (`quantize_static_onnx`): QDQ format, int8 weights quantized per output channel, and
+activations calibrated on representative CSI with MinMax, Entropy or Percentile ranges. The
+float graph first goes through `quant_pre_process` with `skip_symbolic_shape=True` (the
+symbolic shape inference fails on ReduceMax / ReduceMean, which CLNet's attention uses).
+
+Activation type: QInt8 (symmetric-capable signed int8 for activations and weights, "S8S8").
+Measured on the CLNet CR 1/4 encoder (see `docs/int8.md` for the table), QInt8 activations
+are as accurate as QUInt8 and not slower with ONNX Runtime on this x86 CPU (AVX2, no VNNI,
+where U8S8 kernels risk saturating their 16-bit intermediate sums), and int8 activations are
+what mobile NPUs and XNNPACK expect.
+
+Dynamic (`quantize_dynamic_onnx`): int8 weights of MatMul / Gemm only, activations quantized
+on the fly. Convolutions stay float on purpose: ONNX Runtime's ConvInteger is slower than its
+float convolution. CLNet's kernel-1 Conv1d is exported as Gemm (see
+`csideploy.transforms.linearize_pointwise_convs`), so the layer holding almost every weight
+is quantized either way.
+
+`float_ops` lists the op types that still compute in float in a quantized graph; `layer_sqnr`
+ranks tensors by how much quantization changed them (the table printed when the NMSE gate
+fails).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import tempfile
+import warnings
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from csideploy.errors import DataError
+from csideploy.export import CALIBRATION_METHODS, INT8_MODES
+
+DYNAMIC_OP_TYPES = ("MatMul", "Gemm")
+ACTIVATION_TYPE = "QInt8"
+WEIGHT_TYPE = "QInt8"
+CALIBRATION_BATCH = 64
+# Ops that only move or reshape data: they compute nothing, so "left in float" skips them.
+_DATA_MOVEMENT_OPS = frozenset(
+    {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Concat", "Identity",
+     "Shape", "Gather", "Slice", "Split", "Cast", "Constant"}
+)
+# Integer kernels (besides the QLinear* family): int8 in, int8 / int32 out.
+_INTEGER_OPS = frozenset({"MatMulInteger", "ConvInteger", "QGemm", "QAttention"})
+# Integer kernels with float output: the dequantization is part of the kernel.
+_INTEGER_TO_FLOAT_OPS = frozenset({"DynamicQuantizeMatMul", "MatMulIntegerToFloat"})
+
+
+@dataclass(frozen=True)
+class TensorQuantization:
+    """Scale and zero point of a quantized graph input or output (the handset's contract)."""
+
+    tensor: str
+    scale: float
+    zero_point: int
+    dtype: str
+
+
+@dataclass(frozen=True)
+class QuantizationParams:
+    """How an INT8 graph was made and what it holds."""
+
+    mode: str
+    """"static" (QDQ, calibrated) or "dynamic" (activations quantized at run time)."""
+    quant_format: str
+    weight_type: str
+    activation_type: str | None
+    per_channel: bool
+    calibration_method: str | None
+    calibration_samples: int | None
+    op_types_to_quantize: tuple[str, ...] | None
+    quantized_weights: tuple[str, ...]
+    """Initializers stored as int8."""
+    input: TensorQuantization | None = None
+    output: TensorQuantization | None = None
+    onnxruntime_version: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class LayerError:
+    """How far quantization moved one tensor: SQNR (dB, higher is better) against float.
+
+    `sqnr_db` compares the tensor in the quantized graph with the same tensor in the float
+    graph (error accumulated up to that point); `local_sqnr_db` compares the tensor before
+    and after its own quantize / dequantize pair (the error that tensor adds), static only.
+    """
+
+    tensor: str
+    op_type: str
+    sqnr_db: float
+    local_sqnr_db: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class QuantizedGraph:
+    """The result of one quantization: its parameters and the pre-processed float graph."""
+
+    params: QuantizationParams
+    preprocessed_path: Path
+    """The float graph the quantizer saw (same tensor names), for `layer_sqnr`."""
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+class _ArrayReader:
+    """A `CalibrationDataReader` over an array, batch by batch, restartable."""
+
+    def __init__(self, input_name: str, data: np.ndarray, batch_size: int) -> None:
+        self.input_name = input_name
+        self.data = np.ascontiguousarray(data, dtype=np.float32)
+        self.batch_size = batch_size
+        self._start = 0
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        if self._start >= len(self.data):
+            return None
+        batch = self.data[self._start : self._start + self.batch_size]
+        self._start += self.batch_size
+        return {self.input_name: batch}
+
+    def rewind(self) -> None:
+        self._start = 0
+
+    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+        self.rewind()
+        while (item := self.get_next()) is not None:
+            yield item
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self.data = self.data[start_index:end_index]
+        self.rewind()
+
+
+def check_mode(mode: str) -> str:
+    if mode not in INT8_MODES:
+        raise ValueError(f"INT8 mode must be one of {INT8_MODES}, got {mode!r}")
+    return mode
+
+
+def check_calibration_method(method: str) -> str:
+    if method not in CALIBRATION_METHODS:
+        raise ValueError(
+            f"calibration method must be one of {CALIBRATION_METHODS}, got {method!r}"
+        )
+    return method
+
+
+def preprocess(float_path: str | os.PathLike[str], out_path: str | os.PathLike[str]) -> Path:
+    """`quant_pre_process` without symbolic shape inference (it fails on Reduce* ops)."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    with _quiet():
+        quant_pre_process(str(float_path), str(out_path), skip_symbolic_shape=True)
+    return Path(out_path)
+
+
+def quantize_static_onnx(
+    float_path: str | os.PathLike[str],
+    out_path: str | os.PathLike[str],
+    calibration: np.ndarray,
+    *,
+    method: str = "minmax",
+    workdir: str | os.PathLike[str],
+    activation_type: str = ACTIVATION_TYPE,
+    batch_size: int = CALIBRATION_BATCH,
+) -> QuantizedGraph:
+    """Static QDQ INT8 of the float graph at `float_path`, calibrated on `calibration`.
+
+    Weights: int8 per output channel. Activations: `activation_type` ("QInt8" or "QUInt8"),
+    ranges from `method`. Intermediate files go to `workdir`.
+    """
+    from onnxruntime import __version__ as ort_version
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    check_calibration_method(method)
+    if calibration is None or len(calibration) == 0:
+        raise DataError("static INT8 needs calibration CSI; none was given")
+    methods = {
+        "minmax": CalibrationMethod.MinMax,
+        "entropy": CalibrationMethod.Entropy,
+        "percentile": CalibrationMethod.Percentile,
+    }
+    workdir = Path(workdir)
+    prepared = preprocess(float_path, workdir / "encoder.preprocessed.onnx")
+    input_name = onnx.load(str(prepared), load_external_data=False).graph.input[0].name
+    reader = _ArrayReader(input_name, calibration, batch_size)
+    with _quiet():
+        quantize_static(
+            str(prepared),
+            str(out_path),
+            reader,
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            reduce_range=False,
+            activation_type=getattr(QuantType, activation_type),
+            weight_type=getattr(QuantType, WEIGHT_TYPE),
+            calibrate_method=methods[method],
+            extra_options={"CalibTensorRangeSymmetric": False},
+            calibration_cache_path=None,
+        )
+    model = onnx.load(str(out_path))
+    params = QuantizationParams(
+        mode="static",
+        quant_format="QDQ",
+        weight_type=WEIGHT_TYPE,
+        activation_type=activation_type,
+        per_channel=True,
+        calibration_method=method,
+        calibration_samples=len(calibration),
+        op_types_to_quantize=None,
+        quantized_weights=_int8_initializers(model),
+        input=_boundary_quantization(model, model.graph.input[0].name, consumer=True),
+        output=_boundary_quantization(model, model.graph.output[0].name, consumer=False),
+        onnxruntime_version=ort_version,
+    )
+    return QuantizedGraph(params=params, preprocessed_path=prepared)
+
+
+def quantize_dynamic_onnx(
+    float_path: str | os.PathLike[str],
+    out_path: str | os.PathLike[str],
+    *,
+    workdir: str | os.PathLike[str],
+) -> QuantizedGraph:
+    """Dynamic INT8: int8 weights for MatMul / Gemm only; everything else stays float."""
+    from onnxruntime import __version__ as ort_version
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    prepared = preprocess(float_path, Path(workdir) / "encoder.preprocessed.onnx")
+    with _quiet():
+        quantize_dynamic(
+            str(prepared),
+            str(out_path),
+            op_types_to_quantize=list(DYNAMIC_OP_TYPES),
+            per_channel=False,
+            reduce_range=False,
+            weight_type=getattr(QuantType, WEIGHT_TYPE),
+        )
+    model = onnx.load(str(out_path))
+    params = QuantizationParams(
+        mode="dynamic",
+        quant_format="QOperator (dynamic)",
+        weight_type=WEIGHT_TYPE,
+        activation_type=None,
+        per_channel=False,
+        calibration_method=None,
+        calibration_samples=None,
+        op_types_to_quantize=DYNAMIC_OP_TYPES,
+        quantized_weights=_int8_initializers(model),
+        onnxruntime_version=ort_version,
+    )
+    return QuantizedGraph(params=params, preprocessed_path=prepared)
+
+
+def float_ops(path: str | os.PathLike[str], *, workdir: str | os.PathLike[str]) -> tuple[str, ...]:
+    """Op types ONNX Runtime still computes in float when it runs the quantized graph, sorted.
+
+    The graph is optimised the way the CPU session does it (extended level: Q/DQ pairs
+    around an op fuse into its integer kernel, e.g. QLinearConv, QGemm, QLinearSigmoid;
+    dynamic MatMulInteger chains into DynamicQuantizeMatMul), then float tensors are followed
+    from the float input and every DequantizeLinear: an op that reads one is an op left in
+    float. Ops that only move or reshape data are not listed.
+    """
+    import onnxruntime as ort
+
+    optimized = Path(workdir) / "float-ops.optimized.onnx"
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    options.optimized_model_filepath = str(optimized)
+    options.log_severity_level = 3
+    ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return _float_compute_ops(onnx.load(str(optimized)))
+
+
+def _float_compute_ops(model: onnx.ModelProto) -> tuple[str, ...]:
+    graph = model.graph
+    float_types = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE)
+    floating = {v.name for v in graph.input if v.type.tensor_type.elem_type in float_types}
+    floating |= {t.name for t in graph.initializer if t.data_type in float_types}
+    constants = {t.name for t in graph.initializer}
+    left = set()
+    for node in graph.node:
+        op = node.op_type
+        if op in ("QuantizeLinear", "DynamicQuantizeLinear", "Shape", "Size"):
+            continue
+        if op == "DequantizeLinear" or op in _INTEGER_TO_FLOAT_OPS:
+            floating.update(node.output)
+            continue
+        if op.startswith("QLinear") or op in _INTEGER_OPS:
+            continue
+        if op == "Cast":
+            to = next((a.i for a in node.attribute if a.name == "to"), None)
+            if to in float_types:
+                floating.update(node.output)
+            continue
+        reads_float = any(n in floating and n not in constants for n in node.input if n)
+        if reads_float:
+            floating.update(node.output)
+            if op not in _DATA_MOVEMENT_OPS:
+                left.add(op)
+    return tuple(sorted(left))
+
+
+def op_counts(model: onnx.ModelProto) -> dict[str, int]:
+    """How many nodes of each op type the graph holds, sorted by name."""
+    return dict(sorted(Counter(node.op_type for node in model.graph.node).items()))
+
+
+def layer_sqnr(
+    float_path: str | os.PathLike[str],
+    quantized_path: str | os.PathLike[str],
+    samples: np.ndarray,
+    *,
+    workdir: str | os.PathLike[str],
+    batch_size: int = CALIBRATION_BATCH,
+) -> list[LayerError]:
+    """SQNR of every tensor the quantized graph shares with the float graph, worst first.
+
+    Uses `onnxruntime.quantization.qdq_loss_debug`: both graphs are augmented to output
+    their intermediate tensors and run on `samples`; for a QDQ graph each quantized tensor is
+    matched with its float twin and with its own pre-quantization value. Sorted by the SQNR
+    that ranks the culprit: the local Q/DQ SQNR where known, else the SQNR against float.
+    """
+    from onnxruntime.quantization.qdq_loss_debug import (
+        collect_activations,
+        compute_activation_error,
+        create_activation_matching,
+        modify_model_output_intermediate_tensors,
+    )
+
+    workdir = Path(workdir)
+    float_aug = workdir / "debug.float.onnx"
+    quant_aug = workdir / "debug.quantized.onnx"
+    quantized = onnx.load(str(quantized_path))
+    input_name = quantized.graph.input[0].name
+    with _quiet():
+        modify_model_output_intermediate_tensors(str(float_path), str(float_aug))
+        modify_model_output_intermediate_tensors(str(quantized_path), str(quant_aug))
+        reader = _ArrayReader(input_name, samples, batch_size)
+        float_acts = collect_activations(str(float_aug), reader)
+        reader.rewind()
+        quant_acts = collect_activations(str(quant_aug), reader)
+    op_of = {out: node.op_type for node in onnx.load(str(float_path)).graph.node
+             for out in node.output}
+    op_of.update({i.name: "input" for i in quantized.graph.input})
+
+    rows: dict[str, LayerError] = {}
+    is_qdq = any(node.op_type == "QuantizeLinear" for node in quantized.graph.node)
+    if is_qdq:
+        matching = create_activation_matching(quant_acts, float_acts)
+        matched = {name: m for name, m in matching.items() if m.get("float") is not None}
+        errors = compute_activation_error(matched, err_func=sqnr_db)
+        for name, error in errors.items():
+            rows[name] = LayerError(
+                tensor=name,
+                op_type=op_of.get(name, "?"),
+                sqnr_db=_finite(error.get("xmodel_err", math.nan)),
+                local_sqnr_db=_finite(error["qdq_err"]),
+            )
+    for name, values in quant_acts.items():
+        if name in rows or name not in float_acts or name not in op_of:
+            continue
+        sqnr = sqnr_db(float_acts[name], values)
+        rows[name] = LayerError(tensor=name, op_type=op_of[name], sqnr_db=_finite(sqnr))
+
+    def rank(row: LayerError) -> float:
+        return row.local_sqnr_db if row.local_sqnr_db is not None else row.sqnr_db
+
+    return sorted(rows.values(), key=lambda row: (rank(row), row.sqnr_db, row.tensor))
+
+
+def _finite(value: float) -> float:
+    return round(float(value), 3) if math.isfinite(value) else float(value)
+
+
+def _int8_initializers(model: onnx.ModelProto) -> tuple[str, ...]:
+    """Names of the weights stored as 8-bit integers (zero points and scales left out)."""
+    eight_bit = (onnx.TensorProto.INT8, onnx.TensorProto.UINT8)
+    stored = {t.name for t in model.graph.initializer if t.data_type in eight_bit}
+    weights = set()
+    for node in model.graph.node:
+        if node.op_type == "DequantizeLinear" and node.input[0] in stored:
+            weights.add(node.input[0])
+        elif node.op_type in ("MatMulInteger", "ConvInteger") and node.input[1] in stored:
+            weights.add(node.input[1])
+    return tuple(sorted(weights))
+
+
+def sqnr_db(
+    reference: Sequence[np.ndarray] | np.ndarray, test: Sequence[np.ndarray] | np.ndarray
+) -> float:
+    """10 log10(signal power / error power) in dB; inf when the two are identical."""
+    ref = _flat(reference)
+    err = ref - _flat(test)
+    noise = float(np.dot(err, err))
+    signal = float(np.dot(ref, ref))
+    if noise == 0.0:
+        return math.inf
+    if signal == 0.0:
+        return -math.inf
+    return 10.0 * math.log10(signal / noise)
+
+
+def _flat(values: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
+    arrays = [values] if isinstance(values, np.ndarray) else list(values)
+    return np.concatenate([np.asarray(a, dtype=np.float64).ravel() for a in arrays])
+
+
+def _boundary_quantization(
+    model: onnx.ModelProto, tensor: str, *, consumer: bool
+) -> TensorQuantization | None:
+    """Scale / zero point of the Q/DQ pair at a graph input (consumer) or output (producer)."""
+    constants = {t.name: t for t in model.graph.initializer}
+    for node in model.graph.node:
+        if consumer and node.op_type == "QuantizeLinear" and node.input[0] == tensor:
+            return _params(tensor, node, constants)
+        if not consumer and node.op_type == "DequantizeLinear" and node.output[0] == tensor:
+            return _params(tensor, node, constants)
+    return None
+
+
+def _params(
+    tensor: str, node: onnx.NodeProto, constants: Mapping[str, onnx.TensorProto]
+) -> TensorQuantization | None:
+    if len(node.input) < 3 or node.input[1] not in constants or node.input[2] not in constants:
+        return None
+    scale = numpy_helper.to_array(constants[node.input[1]])
+    zero = numpy_helper.to_array(constants[node.input[2]])
+    if scale.size != 1:
+        return None
+    return TensorQuantization(
+        tensor=tensor,
+        scale=float(scale.reshape(())),
+        zero_point=int(zero.reshape(())),
+        dtype=zero.dtype.name,
+    )
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Keep onnxruntime.quantization's logging and warnings off the user's terminal."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        root.setLevel(level)
+
+
+def scratch_dir(parent: str | os.PathLike[str] | None = None) -> tempfile.TemporaryDirectory:
+    """A temporary directory for intermediate graphs (pre-processed, augmented)."""
+    return tempfile.TemporaryDirectory(prefix="csideploy-quant-", dir=parent)

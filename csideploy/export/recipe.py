@@ -1,0 +1,818 @@
+"""The export recipe: a short sequence of small steps, each returning a typed result.
+
+    load      checkpoint -> LoadedCheckpoint            (`load_step`)
+    split     UE encoder | BS decoder, export-ready     (`split_step`)
+    data      calibration and evaluation CSI            (`calibration_step`, `evaluation_step`)
+    reference the float torch model on the eval set     (`reference_step`)
+    formats   for each format: export float, quantize,  (`FORMAT_STEPS[name].export`)
+              gate every artifact against the float model
+    measure   a quick latency per artifact              (`measure_step`)
+    write     numerics.json, report.md, manifest.json   (`write_step`)
+
+`run_export(ExportConfig(...))` runs them all inside a staged output directory (see
+`csideploy.export.writer.StagedOutput`): if any step fails, nothing is left at the target.
+
+A format is a `FormatStep` registered in `FORMAT_STEPS` (`register_format`): its `export`
+receives the `ExportContext` and returns `ArtifactResult` records for the files it wrote into
+`context.staging`; its optional `latency` measures one of them. ONNX is built in.
+"""
+
+from __future__ import annotations
+
+import platform
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from torch import nn
+
+from csideploy import __version__
+from csideploy.errors import CsiDeployError, DataError
+from csideploy.export import (
+    DEFAULT_CALIB_SAMPLES,
+    DEFAULT_EVAL_SAMPLES,
+    DEFAULT_MAX_NMSE_DROP_DB,
+    DEFAULT_OPSET,
+    MIN_CALIB_SAMPLES,
+    MIN_EVAL_SAMPLES,
+)
+from csideploy.export import quantize_onnx as q
+from csideploy.export.latency import DEFAULT_RUNS, LatencyResult, onnx_latency
+from csideploy.export.numerics import (
+    NMSE_CONVENTION,
+    FloatReference,
+    GateResult,
+    NmseConvention,
+    Numerics,
+    check_nmse_drop,
+    check_parity,
+    decoder_numerics,
+    encoder_numerics,
+    float_reference,
+)
+from csideploy.export.onnx_export import (
+    DECODER_IO,
+    ENCODER_IO,
+    OnnxGraphInfo,
+    OnnxRunner,
+    TensorInfo,
+    canonicalize,
+    check_opset,
+    export_onnx,
+    graph_info,
+)
+from csideploy.export.quantize_onnx import LayerError, QuantizationParams
+from csideploy.export.writer import FileEntry, StagedOutput, check_output, write_reports
+
+DEFAULT_OUT_ROOT = "artifacts"
+SQNR_SAMPLES = 128
+"""Evaluation samples run through both graphs for the per-layer SQNR table."""
+INT8_FILES = {"static": ("encoder.int8.onnx", "int8"), "dynamic": ("encoder.dyn.onnx", "dynamic")}
+"""INT8 mode -> (file name, precision); the precision names match the TFLite files'."""
+
+
+# --------------------------------------------------------------------------- config
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """Everything `csideploy export` can be told, validated up front.
+
+    `int8`: None (float only), "static" (QDQ, calibrated) or "dynamic". `calib` / `eval_data`:
+    a CSI file (.mat / .npy / .npz), or None for the built-in synthetic indoor sets (seeded,
+    disjoint). `out`: None means `artifacts/<model>-cr<N>`. `max_nmse_drop`: the INT8 gate in
+    dB (`math.inf` accepts anything).
+    """
+
+    model: str
+    cr: int | None = None
+    checkpoint: str | None = None
+    int8: str | None = None
+    calib: str | None = None
+    calib_samples: int = DEFAULT_CALIB_SAMPLES
+    calib_method: str = "minmax"
+    eval_data: str | None = None
+    eval_samples: int = DEFAULT_EVAL_SAMPLES
+    max_nmse_drop: float = DEFAULT_MAX_NMSE_DROP_DB
+    opset: int = DEFAULT_OPSET
+    out: str | None = None
+    force: bool = False
+    formats: tuple[str, ...] = ("onnx",)
+    latency_runs: int = DEFAULT_RUNS
+    convention: str = NMSE_CONVENTION
+
+    def __post_init__(self) -> None:
+        if self.int8 is not None and self.int8 not in q.INT8_MODES:
+            modes = ", ".join(q.INT8_MODES)
+            raise CsiDeployError(f"--int8 must be one of {modes}, got {self.int8!r}")
+        if self.calib_method not in q.CALIBRATION_METHODS:
+            raise CsiDeployError(
+                f"--calib-method must be one of {', '.join(q.CALIBRATION_METHODS)}, "
+                f"got {self.calib_method!r}"
+            )
+        if self.int8 == "static" and _bad_count(self.calib_samples, MIN_CALIB_SAMPLES):
+            raise DataError(
+                f"calibration needs at least {MIN_CALIB_SAMPLES} samples, "
+                f"got --calib-samples {self.calib_samples}"
+            )
+        if _bad_count(self.eval_samples, MIN_EVAL_SAMPLES):
+            raise DataError(
+                f"evaluation needs at least {MIN_EVAL_SAMPLES} samples, "
+                f"got --eval-samples {self.eval_samples}"
+            )
+        if not self.max_nmse_drop >= 0:  # also catches NaN
+            raise CsiDeployError(
+                f"--max-nmse-drop must be >= 0 dB (or inf), got {self.max_nmse_drop}"
+            )
+        check_opset(self.opset)
+        if not self.formats or len(set(self.formats)) != len(self.formats):
+            raise CsiDeployError(f"formats must be distinct and non-empty, got {self.formats}")
+        if self.latency_runs < 0:
+            raise CsiDeployError(f"latency_runs must be >= 0, got {self.latency_runs}")
+
+    def output_dir(self, cr: int) -> Path:
+        return Path(self.out) if self.out else Path(DEFAULT_OUT_ROOT) / f"{self.model}-cr{cr}"
+
+
+def _bad_count(value: int, minimum: int) -> bool:
+    return isinstance(value, bool) or not isinstance(value, int) or value < minimum
+
+
+# --------------------------------------------------------------------------- step results
+
+
+@dataclass(frozen=True)
+class CheckpointSummary:
+    """Where the weights came from."""
+
+    label: str
+    """The checkpoint file given, or the shipped default's name."""
+    sha256: str
+    source_format: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"file": self.label, "sha256": self.sha256, "source_format": self.source_format}
+
+
+@dataclass(frozen=True)
+class ModelSizes:
+    params_encoder: int
+    params_decoder: int
+    macs_encoder: int
+    macs_decoder: int
+
+    def to_dict(self) -> dict[str, int]:
+        return {
+            "params_encoder": self.params_encoder,
+            "params_decoder": self.params_decoder,
+            "macs_encoder": self.macs_encoder,
+            "macs_decoder": self.macs_decoder,
+        }
+
+
+@dataclass(frozen=True)
+class SplitModel:
+    """The two sides of the model: the float originals and export-ready copies.
+
+    The export copies have every kernel-1 1-D convolution turned into the Linear layer it is
+    (`linearized`), so it exports as Gemm and INT8 (static and dynamic) quantizes it as an FC
+    layer; the float originals are what every artifact is compared with.
+    """
+
+    encoder: nn.Module
+    decoder: nn.Module
+    export_encoder: nn.Module
+    export_decoder: nn.Module
+    linearized: tuple[str, ...]
+    sizes: ModelSizes
+    input_shape: tuple[int, ...]
+    codeword_length: int
+
+
+@dataclass(frozen=True)
+class CsiSet:
+    """A calibration or evaluation set and where it came from."""
+
+    role: str
+    source: str
+    samples: int
+    data: np.ndarray = field(repr=False, compare=False)
+    seed: int | None = None
+    method: str | None = None
+    """Calibration method (calibration sets only)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"source": self.source, "samples": self.samples}
+        if self.seed is not None:
+            out["seed"] = self.seed
+        if self.method is not None:
+            out["method"] = self.method
+        return out
+
+
+@dataclass(frozen=True)
+class ArtifactResult:
+    """One written file and how it measures against the float model.
+
+    `numerics.max_abs_error` is the codeword error for encoders and the reconstruction error
+    for decoders. `float_ops` (quantized files only): op types ONNX Runtime still runs in
+    float. `layers`: per-tensor SQNR, worst first (quantized files only).
+    """
+
+    path: Path
+    format: str
+    role: str
+    side: str
+    precision: str
+    bytes: int
+    sha256: str
+    numerics: Numerics
+    gates: tuple[GateResult, ...]
+    inputs: tuple[TensorInfo, ...] = ()
+    outputs: tuple[TensorInfo, ...] = ()
+    op_counts: Mapping[str, int] = field(default_factory=dict)
+    float_ops: tuple[str, ...] | None = None
+    quantization: QuantizationParams | None = None
+    layers: tuple[LayerError, ...] = ()
+    latency: LatencyResult | None = None
+
+    @property
+    def file(self) -> str:
+        return self.path.name
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": str(self.path),
+            "file": self.file,
+            "format": self.format,
+            "role": self.role,
+            "side": self.side,
+            "precision": self.precision,
+            "bytes": self.bytes,
+            "sha256": self.sha256,
+            "inputs": [t.to_dict() for t in self.inputs],
+            "outputs": [t.to_dict() for t in self.outputs],
+            "numerics": self.numerics.to_dict(),
+            "gates": [g.to_dict() for g in self.gates],
+            "op_counts": dict(self.op_counts),
+            "float_ops": list(self.float_ops) if self.float_ops is not None else None,
+            "quantization": self.quantization.to_dict() if self.quantization else None,
+            "layers": [row.to_dict() for row in self.layers],
+            "latency": self.latency.to_dict() if self.latency else None,
+        }
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What `run_export` made: the directory, every artifact, and how it was made."""
+
+    model: str
+    cr: int
+    codeword_length: int
+    out_dir: Path
+    checkpoint: CheckpointSummary
+    int8: str | None
+    formats: tuple[str, ...]
+    convention: NmseConvention
+    float_nmse_db: float
+    calibration: CsiSet | None
+    evaluation: CsiSet
+    artifacts: tuple[ArtifactResult, ...]
+    sizes: ModelSizes
+    linearized: tuple[str, ...]
+    input_spec: Mapping[str, Any]
+    codeword_spec: Mapping[str, Any]
+    onnx_tolerance: float
+    max_nmse_drop_db: float
+    versions: Mapping[str, str]
+    files: tuple[FileEntry, ...] = ()
+    seconds: Mapping[str, float] = field(default_factory=dict)
+
+    def artifact(self, file: str) -> ArtifactResult:
+        for artifact in self.artifacts:
+            if artifact.file == file:
+                return artifact
+        raise KeyError(file)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "cr": self.cr,
+            "codeword_length": self.codeword_length,
+            "out_dir": str(self.out_dir),
+            "checkpoint": self.checkpoint.to_dict(),
+            "int8": self.int8,
+            "formats": list(self.formats),
+            "nmse_convention": {
+                "name": self.convention.name,
+                "description": self.convention.description,
+            },
+            "float_nmse_db": self.float_nmse_db,
+            "calibration": self.calibration.to_dict() if self.calibration else None,
+            "evaluation": self.evaluation.to_dict(),
+            "limits": {
+                "onnx_max_abs_error": self.onnx_tolerance,
+                "max_nmse_drop_db": self.max_nmse_drop_db,
+            },
+            "sizes": self.sizes.to_dict(),
+            "linearized": list(self.linearized),
+            "input": dict(self.input_spec),
+            "codeword": dict(self.codeword_spec),
+            "artifacts": [a.to_dict() for a in self.artifacts],
+            "files": [f.to_dict() for f in self.files],
+            "versions": dict(self.versions),
+            "seconds": dict(self.seconds),
+        }
+
+
+@dataclass
+class ExportContext:
+    """What a format step needs: the config, the split model, the data and the reference."""
+
+    config: ExportConfig
+    model_name: str
+    cr: int
+    checkpoint: CheckpointSummary
+    split: SplitModel
+    calibration: CsiSet | None
+    evaluation: CsiSet
+    reference: FloatReference
+    onnx_tolerance: float
+    input_spec: Mapping[str, Any]
+    staging: Path
+    """Where the step writes its files (renamed to `out_dir` at the end)."""
+    out_dir: Path
+    scratch: Path
+    """For intermediate files that are not shipped."""
+
+    def final_path(self, file: str) -> Path:
+        return self.out_dir / file
+
+    def metadata(self, *, role: str, precision: str, **extra: str) -> dict[str, str]:
+        """The `metadata_props` of an artifact."""
+        input_name, output_name = ENCODER_IO if role == "encoder" else DECODER_IO
+        spec = self.input_spec
+        data = {
+            "model": self.model_name,
+            "cr": str(self.cr),
+            "role": role,
+            "side": "UE" if role == "encoder" else "BS",
+            "precision": precision,
+            "input_name": input_name,
+            "output_name": output_name,
+            "codeword_length": str(self.split.codeword_length),
+            "input_convention": (
+                f"{spec['layout']} {spec['dtype']} ({', '.join(map(str, spec['shape']))}), "
+                f"values in [{spec['value_range'][0]:g}, {spec['value_range'][1]:g}] with "
+                f"{spec['zero_offset']:g} meaning zero: {spec['description']}"
+            ),
+            "checkpoint_sha256": self.checkpoint.sha256,
+            "producer_version": f"csideploy {__version__}",
+        }
+        data.update(extra)
+        return data
+
+
+@dataclass(frozen=True)
+class FormatStep:
+    """A registered format: `export(context)` -> artifacts; `latency(path, shape, runs)`."""
+
+    name: str
+    export: Callable[[ExportContext], list[ArtifactResult]]
+    latency: Callable[[Path, Sequence[int], int], LatencyResult] | None = None
+
+
+FORMAT_STEPS: dict[str, FormatStep] = {}
+
+
+def register_format(
+    name: str, *, latency: Callable[[Path, Sequence[int], int], LatencyResult] | None = None
+) -> Callable[[Callable[[ExportContext], list[ArtifactResult]]], Callable[..., Any]]:
+    """Register `export(context) -> list[ArtifactResult]` as format `name`."""
+
+    def decorate(
+        export: Callable[[ExportContext], list[ArtifactResult]],
+    ) -> Callable[[ExportContext], list[ArtifactResult]]:
+        FORMAT_STEPS[name] = FormatStep(name=name, export=export, latency=latency)
+        return export
+
+    return decorate
+
+
+# --------------------------------------------------------------------------- steps
+
+
+def load_step(config: ExportConfig) -> tuple[Any, CheckpointSummary]:
+    """Load the model: the given checkpoint, or the shipped default for (model, CR)."""
+    from csideploy.models.checkpoint import load_model
+    from csideploy.models.registry import get_entry
+
+    get_entry(config.model)
+    loaded = load_model(config.model, cr=config.cr, checkpoint=config.checkpoint)
+    label = str(config.checkpoint) if config.checkpoint else _default_label(loaded)
+    return loaded, CheckpointSummary(
+        label=label, sha256=loaded.sha256, source_format=str(loaded.source_format)
+    )
+
+
+def _default_label(loaded: Any) -> str:
+    metadata = getattr(loaded, "metadata", None) or {}
+    path = metadata.get("path") if isinstance(metadata, Mapping) else None
+    return f"shipped default {Path(path).name}" if path else "shipped default"
+
+
+def split_step(model: nn.Module) -> SplitModel:
+    """UE encoder and BS decoder as separate float modules, plus export-ready copies."""
+    import torch
+
+    from csideploy.models.registry import get_entry
+    from csideploy.models.stats import count_macs, count_params
+    from csideploy.transforms import linearize_pointwise_convs
+
+    encoder, decoder = model.encoder.eval(), model.decoder.eval()
+    entry = get_entry(model.model_name)
+    input_shape = tuple(entry.input_spec.shape)
+    with torch.no_grad():
+        codeword = encoder(torch.zeros(1, *input_shape))
+    if codeword.dim() != 2:
+        raise CsiDeployError(
+            f"{model.model_name}: the encoder must return a flat (N, M) codeword, "
+            f"got shape {tuple(codeword.shape)}"
+        )
+    enc = linearize_pointwise_convs(encoder)
+    dec = linearize_pointwise_convs(decoder)
+    sizes = ModelSizes(
+        params_encoder=count_params(encoder),
+        params_decoder=count_params(decoder),
+        macs_encoder=count_macs(encoder, torch.zeros(1, *input_shape)),
+        macs_decoder=count_macs(decoder, torch.zeros_like(codeword)),
+    )
+    return SplitModel(
+        encoder=encoder,
+        decoder=decoder,
+        export_encoder=enc.module.eval(),
+        export_decoder=dec.module.eval(),
+        linearized=tuple(f"encoder.{n}" for n in enc.replaced)
+        + tuple(f"decoder.{n}" for n in dec.replaced),
+        sizes=sizes,
+        input_shape=input_shape,
+        codeword_length=int(codeword.shape[1]),
+    )
+
+
+def calibration_step(config: ExportConfig) -> CsiSet | None:
+    """The calibration set (static INT8 only): `--calib` file or synthetic indoor CSI."""
+    if config.int8 != "static":
+        return None
+    csi = _csi_set(
+        "calibration", config.calib, config.calib_samples, MIN_CALIB_SAMPLES, "--calib-samples"
+    )
+    return replace(csi, method=config.calib_method)
+
+
+def evaluation_step(config: ExportConfig) -> CsiSet:
+    """The evaluation set for every gate: `--eval` file or synthetic indoor CSI."""
+    return _csi_set(
+        "evaluation", config.eval_data, config.eval_samples, MIN_EVAL_SAMPLES, "--eval-samples"
+    )
+
+
+def _csi_set(role: str, path: str | None, samples: int, minimum: int, option: str) -> CsiSet:
+    if path is None:
+        from csideploy.calibration import synthetic
+
+        if role == "calibration":
+            seed, data = synthetic.CALIBRATION_SEED, synthetic.default_calibration(samples)
+        else:
+            seed, data = synthetic.EVALUATION_SEED, synthetic.default_evaluation(samples)
+        return CsiSet(
+            role=role, source=f"synthetic indoor (seed {seed})", samples=len(data),
+            data=data, seed=seed,
+        )
+    from csideploy.calibration.io import load_csi
+
+    data = load_csi(path, limit=samples)
+    if len(data) < samples:
+        needed = f"{samples} requested ({option})"
+        if len(data) < minimum:
+            needed += f"; at least {minimum} are needed"
+        raise DataError(f"{role} file {path} holds {len(data)} samples, fewer than {needed}")
+    return CsiSet(role=role, source=str(path), samples=len(data), data=data)
+
+
+def reference_step(
+    split: SplitModel, evaluation: CsiSet, convention: str = NMSE_CONVENTION
+) -> FloatReference:
+    """The float torch model's codewords, reconstruction and NMSE on the evaluation set."""
+    return float_reference(split.encoder, split.decoder, evaluation.data, convention=convention)
+
+
+def measure_step(
+    artifacts: Sequence[ArtifactResult],
+    staging: Path,
+    *,
+    runs: int,
+    input_shapes: Mapping[str, Sequence[int]],
+) -> list[ArtifactResult]:
+    """A quick batch-1, one-thread latency for every artifact whose format can measure it."""
+    if runs <= 0:
+        return list(artifacts)
+    measured = []
+    for artifact in artifacts:
+        step = FORMAT_STEPS.get(artifact.format)
+        if step is None or step.latency is None:
+            measured.append(artifact)
+            continue
+        latency = step.latency(staging / artifact.file, input_shapes[artifact.role], runs)
+        measured.append(replace(artifact, latency=latency))
+    return measured
+
+
+def write_step(staging: Path, result: ExportResult) -> ExportResult:
+    """numerics.json, report.md and manifest.json; returns the result with its file list."""
+    return replace(result, files=write_reports(staging, result))
+
+
+def versions() -> dict[str, str]:
+    import onnxruntime
+    import onnxscript
+    import torch
+
+    return {
+        "csideploy": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "onnx": onnx.__version__,
+        "onnxscript": onnxscript.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "numpy": np.__version__,
+    }
+
+
+# --------------------------------------------------------------------------- ONNX format
+
+
+def _onnx_latency(path: Path, input_shape: Sequence[int], runs: int) -> LatencyResult:
+    return onnx_latency(path, input_shape, runs=runs)
+
+
+@register_format("onnx", latency=_onnx_latency)
+def onnx_step(context: ExportContext) -> list[ArtifactResult]:
+    """encoder.onnx and decoder.onnx (fp32), and with `int8` the quantized encoder."""
+    encoder = export_encoder_onnx(context)
+    decoder = export_decoder_onnx(context)
+    artifacts = [encoder]
+    if context.config.int8 is not None:
+        artifacts.append(quantize_encoder_onnx(context, encoder))
+    artifacts.append(decoder)
+    return artifacts
+
+
+def export_encoder_onnx(context: ExportContext) -> ArtifactResult:
+    """Float encoder to ONNX, gated on the codeword max-abs error against torch."""
+    file = "encoder.onnx"
+    info = export_onnx(
+        context.split.export_encoder,
+        context.staging / file,
+        role="encoder",
+        input_name=ENCODER_IO[0],
+        output_name=ENCODER_IO[1],
+        input_shape=context.split.input_shape,
+        metadata=context.metadata(role="encoder", precision="fp32"),
+        opset=context.config.opset,
+    )
+    codewords = OnnxRunner(context.staging / file)(context.reference.csi)
+    numerics = encoder_numerics(context.reference, context.split.decoder, codewords)
+    gate = check_parity(numerics, context.onnx_tolerance, what=f"{file} (torch -> ONNX fp32)")
+    return _onnx_artifact(context, file, "encoder", "fp32", info, numerics, (gate,))
+
+
+def export_decoder_onnx(context: ExportContext) -> ArtifactResult:
+    """Float decoder to ONNX, gated on the reconstruction max-abs error against torch."""
+    file = "decoder.onnx"
+    info = export_onnx(
+        context.split.export_decoder,
+        context.staging / file,
+        role="decoder",
+        input_name=DECODER_IO[0],
+        output_name=DECODER_IO[1],
+        input_shape=(context.split.codeword_length,),
+        metadata=context.metadata(role="decoder", precision="fp32"),
+        opset=context.config.opset,
+    )
+    reconstruction = OnnxRunner(context.staging / file)(context.reference.codewords)
+    numerics = decoder_numerics(context.reference, reconstruction)
+    gate = check_parity(numerics, context.onnx_tolerance, what=f"{file} (torch -> ONNX fp32)")
+    return _onnx_artifact(context, file, "decoder", "fp32", info, numerics, (gate,))
+
+
+def quantize_encoder_onnx(context: ExportContext, float_encoder: ArtifactResult) -> ArtifactResult:
+    """INT8 encoder (static QDQ or dynamic), gated on the NMSE it loses."""
+    mode = context.config.int8 or "static"
+    file, precision = INT8_FILES[mode]
+    float_path = context.staging / float_encoder.file
+    raw = context.scratch / f"quantized.{mode}.onnx"
+    if mode == "static":
+        if context.calibration is None:
+            raise DataError("static INT8 needs a calibration set")
+        quantized = q.quantize_static_onnx(
+            float_path, raw, context.calibration.data,
+            method=context.config.calib_method, workdir=context.scratch,
+        )
+    else:
+        quantized = q.quantize_dynamic_onnx(float_path, raw, workdir=context.scratch)
+
+    model = onnx.load(str(raw))
+    canonicalize(
+        model,
+        graph_name="encoder",
+        metadata=context.metadata(
+            role="encoder", precision=precision, quantization=_describe(quantized.params)
+        ),
+    )
+    onnx.checker.check_model(model)
+    data = model.SerializeToString()
+    (context.staging / file).write_bytes(data)
+    info = graph_info(model, data)
+
+    codewords = OnnxRunner(context.staging / file)(context.reference.csi)
+    numerics = encoder_numerics(context.reference, context.split.decoder, codewords)
+    sqnr_samples = context.reference.csi[:SQNR_SAMPLES]
+
+    def layers() -> list[LayerError]:
+        return q.layer_sqnr(
+            quantized.preprocessed_path, context.staging / file, sqnr_samples,
+            workdir=context.scratch,
+        )
+
+    table = tuple(layers())
+    gate = check_nmse_drop(
+        numerics, context.config.max_nmse_drop,
+        what=f"{file} (float -> INT8 {mode})", layer_table=lambda: table,
+    )
+    return replace(
+        _onnx_artifact(context, file, "encoder", precision, info, numerics, (gate,)),
+        float_ops=q.float_ops(context.staging / file, workdir=context.scratch),
+        quantization=quantized.params,
+        layers=table,
+    )
+
+
+def _describe(params: QuantizationParams) -> str:
+    if params.mode == "dynamic":
+        ops = ", ".join(params.op_types_to_quantize or ())
+        return f"dynamic: {params.weight_type} weights of {ops}, activations quantized at run time"
+    return (
+        f"static {params.quant_format}: {params.weight_type} weights per channel, "
+        f"{params.activation_type} activations, {params.calibration_method} calibration on "
+        f"{params.calibration_samples} samples"
+    )
+
+
+def _onnx_artifact(
+    context: ExportContext,
+    file: str,
+    role: str,
+    precision: str,
+    info: OnnxGraphInfo,
+    numerics: Numerics,
+    gates: tuple[GateResult, ...],
+) -> ArtifactResult:
+    return ArtifactResult(
+        path=context.final_path(file),
+        format="onnx",
+        role=role,
+        side="UE" if role == "encoder" else "BS",
+        precision=precision,
+        bytes=info.num_bytes,
+        sha256=info.sha256,
+        numerics=numerics,
+        gates=gates,
+        inputs=info.inputs,
+        outputs=info.outputs,
+        op_counts=info.op_counts,
+    )
+
+
+# --------------------------------------------------------------------------- the recipe
+
+
+class _Timer:
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = round(
+                self.seconds.get(name, 0.0) + time.perf_counter() - start, 3
+            )
+
+
+def run_export(config: ExportConfig) -> ExportResult:
+    """Run every step; the output directory appears only when every gate has passed."""
+    from csideploy.models.registry import get_entry
+
+    unknown = [f for f in config.formats if f not in FORMAT_STEPS]
+    if unknown:
+        raise CsiDeployError(
+            f"unknown export format {unknown[0]!r}; known: {', '.join(sorted(FORMAT_STEPS))}"
+        )
+    timer = _Timer()
+    with timer.step("load"):
+        loaded, checkpoint = load_step(config)
+    cr = int(loaded.cr)
+    target = check_output(config.output_dir(cr), force=config.force)
+    entry = get_entry(loaded.name)
+
+    with StagedOutput(target, force=config.force) as staged:
+        assert staged.path is not None
+        with timer.step("split"):
+            split = split_step(loaded.model)
+        with timer.step("data"):
+            calibration = calibration_step(config)
+            evaluation = evaluation_step(config)
+        with timer.step("reference"):
+            reference = reference_step(split, evaluation, config.convention)
+        input_spec = _input_spec(entry.input_spec)
+        with tempfile.TemporaryDirectory(prefix="csideploy-export-") as scratch:
+            context = ExportContext(
+                config=config,
+                model_name=loaded.name,
+                cr=cr,
+                checkpoint=checkpoint,
+                split=split,
+                calibration=calibration,
+                evaluation=evaluation,
+                reference=reference,
+                onnx_tolerance=float(entry.onnx_tolerance),
+                input_spec=input_spec,
+                staging=staged.path,
+                out_dir=target,
+                scratch=Path(scratch),
+            )
+            artifacts: list[ArtifactResult] = []
+            for name in config.formats:
+                with timer.step(name):
+                    artifacts += FORMAT_STEPS[name].export(context)
+        with timer.step("measure"):
+            artifacts = measure_step(
+                artifacts,
+                staged.path,
+                runs=config.latency_runs,
+                input_shapes={
+                    "encoder": split.input_shape,
+                    "decoder": (split.codeword_length,),
+                },
+            )
+        result = ExportResult(
+            model=loaded.name,
+            cr=cr,
+            codeword_length=split.codeword_length,
+            out_dir=target,
+            checkpoint=checkpoint,
+            int8=config.int8,
+            formats=config.formats,
+            convention=reference.convention,
+            float_nmse_db=reference.nmse_db,
+            calibration=calibration,
+            evaluation=evaluation,
+            artifacts=tuple(artifacts),
+            sizes=split.sizes,
+            linearized=split.linearized,
+            input_spec=input_spec,
+            codeword_spec={
+                "name": ENCODER_IO[1],
+                "shape": ["batch", split.codeword_length],
+                "dtype": "float32",
+                "length": split.codeword_length,
+            },
+            onnx_tolerance=float(entry.onnx_tolerance),
+            max_nmse_drop_db=config.max_nmse_drop,
+            versions=versions(),
+        )
+        with timer.step("write"):
+            result = write_step(staged.path, result)
+            staged.commit()
+    return replace(result, seconds=timer.seconds)
+
+
+def _input_spec(spec: Any) -> dict[str, Any]:
+    return {
+        "name": ENCODER_IO[0],
+        "shape": ["batch", *spec.shape],
+        "layout": spec.layout,
+        "dtype": spec.dtype,
+        "value_range": list(spec.value_range),
+        "zero_offset": spec.zero_offset,
+        "description": spec.description,
+    }

@@ -1,0 +1,375 @@
+"""TFLite export (fp32, dynamic-range, full-integer INT8) run on LiteRT.
+
+Every artifact is converted once per module (conversions take seconds) and run through the
+real LiteRT interpreter.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from csideploy.errors import DataError, MissingDependencyError, OutputExistsError, ShapeError
+from csideploy.export.litert_runner import (
+    LiteRTModel,
+    _load_interpreter_class,
+    dequantize,
+    encode_csi,
+    quantize,
+)
+from csideploy.export.tflite import (
+    FILE_NAMES,
+    TFLITE_EXTRA_MESSAGE,
+    TfliteArtifact,
+    TfliteExportConfig,
+    export_tflite,
+    inspect_tflite,
+)
+from csideploy.models import build
+
+
+def _perturb_batchnorm(module: nn.Module, seed: int) -> nn.Module:
+    """Give every BatchNorm non-trivial statistics so that folding and scales matter."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for layer in module.modules():
+            if isinstance(layer, nn.BatchNorm2d):
+                n = layer.num_features
+                layer.running_mean.normal_(0.0, 0.2, generator=generator)
+                layer.running_var.uniform_(0.5, 2.0, generator=generator)
+                layer.weight.uniform_(0.5, 1.5, generator=generator)
+                layer.bias.normal_(0.0, 0.2, generator=generator)
+                assert layer.running_mean.shape == (n,)
+    return module.eval()
+
+
+def _csi_like(n: int, seed: int) -> np.ndarray:
+    """CSI-shaped data in [0, 1] around 0.5: energy in the first delay taps, like COST2100."""
+    rng = np.random.default_rng(seed)
+    decay = np.exp(-np.arange(32) / 4.0)[None, None, None, :]
+    h = rng.standard_normal((n, 2, 32, 32)) * decay
+    h /= np.abs(h).max(axis=(1, 2, 3), keepdims=True)
+    return (0.5 + 0.45 * h).astype(np.float32)
+
+
+def _sqnr_db(reference: np.ndarray, test: np.ndarray) -> float:
+    noise = np.sum((reference - test) ** 2)
+    return float(10 * np.log10(np.sum(reference**2) / max(noise, 1e-30)))
+
+
+def _torch_codewords(encoder: nn.Module, csi: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return encoder(torch.from_numpy(csi)).numpy()
+
+
+ENCODERS = {
+    "clnet64": lambda: _perturb_batchnorm(build("clnet", 64).encoder, seed=1),
+    "crnet32": lambda: _perturb_batchnorm(build("crnet", 32).encoder, seed=2),
+}
+
+
+@pytest.fixture(scope="module")
+def encoders() -> dict[str, nn.Module]:
+    torch.manual_seed(0)
+    return {name: make() for name, make in ENCODERS.items()}
+
+
+@pytest.fixture(scope="module")
+def calibration() -> np.ndarray:
+    return _csi_like(64, seed=10)
+
+
+@pytest.fixture(scope="module")
+def evaluation() -> np.ndarray:
+    return _csi_like(12, seed=11)
+
+
+@pytest.fixture(scope="module")
+def artifact(
+    tmp_path_factory: pytest.TempPathFactory,
+    encoders: dict[str, nn.Module],
+    calibration: np.ndarray,
+) -> Callable[..., TfliteArtifact]:
+    """Convert on first request, then reuse: artifact(model, precision, io=..., layout=...)."""
+    cache: dict[tuple[str, str, str, str], TfliteArtifact] = {}
+    out_dir = tmp_path_factory.mktemp("tflite")
+
+    def get(
+        model: str, precision: str, *, io: str = "int8", layout: str = "nchw"
+    ) -> TfliteArtifact:
+        key = (model, precision, io, layout)
+        if key not in cache:
+            path = out_dir / f"{model}-{io}-{layout}-{FILE_NAMES[precision]}"
+            cache[key] = export_tflite(
+                encoders[model],
+                path,
+                precision=precision,
+                calibration=calibration if precision == "int8" else None,
+                io=io,
+                layout=layout,
+            )
+        return cache[key]
+
+    return get
+
+
+# --- fp32 -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("model", ["clnet64", "crnet32"])
+def test_fp32_codeword_matches_torch(artifact, encoders, evaluation, model):
+    result = artifact(model, "fp32")
+    expected = _torch_codewords(encoders[model], evaluation)
+    codewords = encode_csi(result.path, evaluation)
+    assert codewords.shape == expected.shape
+    assert np.abs(codewords - expected).max() <= 1e-4
+    assert result.io_dtype == "float32"
+    assert result.input.shape == (1, 2, 32, 32)
+    assert result.output.shape == (1, expected.shape[1])
+    assert (result.input.name, result.output.name) == ("csi", "codeword")
+    assert result.weight_dtypes == ("float32",)
+    assert result.float_ops == result.ops and "CONV_2D" in result.ops
+
+
+def test_artifact_records_size_and_hash(artifact):
+    result = artifact("clnet64", "fp32")
+    data = result.path.read_bytes()
+    assert result.num_bytes == len(data)
+    assert result.sha256 == hashlib.sha256(data).hexdigest()
+    assert result.converter.startswith("litert-torch ")
+    assert result.calibration_samples is None
+    summary = result.to_dict()
+    assert summary["path"] == str(result.path)
+    assert summary["input"]["shape"] == (1, 2, 32, 32)
+    assert inspect_tflite(result.path).ops == result.ops
+    leftovers = [p.name for p in result.path.parent.iterdir() if p.name.startswith(".")]
+    assert leftovers == []
+
+
+# --- full-integer INT8 ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("model", ["clnet64", "crnet32"])
+def test_int8_has_integer_io_and_tracks_torch(artifact, encoders, evaluation, model):
+    result = artifact(model, "int8")
+    runner = LiteRTModel(result.path)
+    assert runner.input_dtype == np.int8 and runner.output_dtype == np.int8
+    (scale, zero_point) = runner.input_details[0]["quantization"]
+    assert (result.input.scale, result.input.zero_point) == (pytest.approx(scale), zero_point)
+    assert result.input.dtype == result.output.dtype == result.io_dtype == "int8"
+    assert result.output.scale > 0 and -128 <= result.output.zero_point <= 127
+    # The input quantization covers the CSI range: the round trip loses at most one step.
+    step = result.input.scale
+    zero_point = result.input.zero_point
+    restored = dequantize(quantize(evaluation, step, zero_point, np.int8), step, zero_point)
+    assert np.abs(restored - evaluation).max() <= step
+    assert result.weight_dtypes == ("int8",)
+    assert result.float_ops == ()
+    assert result.calibration_samples == 64
+
+    expected = _torch_codewords(encoders[model], evaluation)
+    codewords = encode_csi(runner, evaluation)
+    assert _sqnr_db(expected, codewords) > 20
+    assert result.num_bytes < 0.4 * artifact(model, "fp32").num_bytes
+
+
+def test_int8_run_raw_is_the_quantized_contract(artifact, evaluation):
+    """A handset feeding int8 buffers gets the int8 codeword that run() dequantizes."""
+    result = artifact("clnet64", "int8")
+    runner = LiteRTModel(result.path)
+    x = quantize(evaluation[:1], result.input.scale, result.input.zero_point, np.int8)
+    raw = runner.run_raw(x)
+    assert raw.dtype == np.int8 and raw.shape == result.output.shape
+    dequantized = dequantize(raw, result.output.scale, result.output.zero_point)
+    np.testing.assert_allclose(runner.run(evaluation[:1]), dequantized, rtol=0, atol=1e-7)
+
+
+def test_int8_float_io_wraps_the_same_integer_graph(artifact, evaluation):
+    integer_io = artifact("clnet64", "int8")
+    float_io = artifact("clnet64", "int8", io="float")
+    runner = LiteRTModel(float_io.path)
+    assert runner.input_dtype == np.float32 and runner.output_dtype == np.float32
+    assert float_io.io_dtype == "float32" and float_io.input.scale is None
+    assert {"QUANTIZE", "DEQUANTIZE"} <= set(float_io.ops)
+    assert float_io.float_ops == ()
+    # Same quantized graph: results agree to one output step.
+    step = integer_io.output.scale
+    difference = np.abs(encode_csi(runner, evaluation) - encode_csi(integer_io.path, evaluation))
+    assert difference.max() <= step * 1.01
+
+
+def test_int8_lists_ops_left_in_float(tmp_path, calibration):
+    """An op with no int8 kernel stays float between DEQUANTIZE and QUANTIZE; it is listed."""
+
+    class SineEncoder(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(2, 2, 3, padding=1)
+            self.fc = nn.Linear(2048, 16)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(torch.sin(self.conv(x)).reshape(x.shape[0], -1))
+
+    torch.manual_seed(3)
+    result = export_tflite(
+        SineEncoder().eval(), tmp_path / "sine.tflite", precision="int8", calibration=calibration
+    )
+    assert "SIN" in result.float_ops and "SIN" in result.ops
+    assert {"CONV_2D", "FULLY_CONNECTED"} <= set(result.ops) - set(result.float_ops)
+    assert {"QUANTIZE", "DEQUANTIZE"} <= set(result.ops)
+    assert result.input.dtype == "int8"
+
+
+# --- dynamic range --------------------------------------------------------------------------
+
+
+def test_dynamic_range_has_int8_weights_and_float_activations(artifact, encoders, evaluation):
+    result = artifact("clnet64", "dynamic")
+    assert result.weight_dtypes == ("int8",)
+    assert result.io_dtype == result.input.dtype == result.output.dtype == "float32"
+    assert "CONV_2D" in result.float_ops and "FULLY_CONNECTED" in result.float_ops
+    assert result.num_bytes < 0.4 * artifact("clnet64", "fp32").num_bytes
+    expected = _torch_codewords(encoders["clnet64"], evaluation)
+    assert _sqnr_db(expected, encode_csi(result.path, evaluation)) > 25
+
+
+# --- layout ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_nhwc_signature_gives_nchw_results(artifact, evaluation, precision):
+    nchw = artifact("clnet64", precision)
+    nhwc = artifact("clnet64", precision, layout="nhwc")
+    assert nhwc.input.shape == (1, 32, 32, 2) and nhwc.layout == "nhwc"
+    channel_last = np.ascontiguousarray(evaluation.transpose(0, 2, 3, 1))
+    direct = LiteRTModel(nhwc.path).run(channel_last)
+    tolerance = 1e-5 if precision == "fp32" else nchw.output.scale * 1.01
+    assert np.abs(direct - encode_csi(nchw.path, evaluation)).max() <= tolerance
+    np.testing.assert_array_equal(encode_csi(nhwc.path, evaluation), direct)
+
+
+# --- runner ---------------------------------------------------------------------------------
+
+
+def test_runner_loops_a_batch_over_the_fixed_batch_one_signature(artifact, evaluation):
+    runner = LiteRTModel(artifact("clnet64", "fp32").path, num_threads=2)
+    assert runner.input_shape == (1, 2, 32, 32) and not runner.dynamic_batch
+    batched = runner.run(evaluation[:5])
+    one_by_one = np.concatenate([runner.run(evaluation[i : i + 1]) for i in range(5)])
+    np.testing.assert_array_equal(batched, one_by_one)
+
+
+def test_runner_rejects_wrong_inputs(artifact, evaluation):
+    runner = LiteRTModel(artifact("clnet64", "int8").path)
+    with pytest.raises(DataError, match="must be int8"):
+        runner.run_raw(evaluation[:1])
+    with pytest.raises(ShapeError, match=r"\(N, 2, 32, 32\)"):
+        runner.run(evaluation[:, :1])
+    with pytest.raises(ShapeError, match="exactly"):
+        runner.run_raw(np.zeros((2, 2, 32, 32), dtype=np.int8))
+    with pytest.raises(DataError, match="NaN"):
+        runner.run(np.full((1, 2, 32, 32), np.nan, dtype=np.float32))
+    with pytest.raises(ShapeError, match=r"\(N, 2, 32, 32\)"):
+        encode_csi(runner, evaluation.transpose(0, 2, 3, 1))
+
+
+def test_interpreter_selection_falls_back_to_the_next_runtime(artifact, evaluation):
+    choice = _load_interpreter_class(("csideploy_no_such_runtime", "ai_edge_litert"))
+    assert choice.runtime == "ai_edge_litert"
+    assert choice.interpreter_class.__module__ == "ai_edge_litert.interpreter"
+    assert choice.skipped[0].startswith("csideploy_no_such_runtime: ModuleNotFoundError")
+
+    path = artifact("clnet64", "fp32").path
+    fallback = LiteRTModel(path, runtimes=("csideploy_no_such_runtime", "ai_edge_litert"))
+    assert fallback.runtime == "ai_edge_litert"
+    np.testing.assert_array_equal(fallback.run(evaluation), LiteRTModel(path).run(evaluation))
+
+
+def test_no_interpreter_names_the_tflite_extra():
+    with pytest.raises(MissingDependencyError) as error:
+        _load_interpreter_class(("csideploy_missing_a", "csideploy_missing_b"))
+    message = str(error.value)
+    assert "'tflite' extra" in message and "pip install 'csideploy[tflite]'" in message
+    assert "csideploy_missing_a" in message and "csideploy_missing_b" in message
+
+
+# --- errors and dependencies ----------------------------------------------------------------
+
+
+def test_missing_converter_names_the_tflite_extra(monkeypatch, tmp_path, encoders):
+    for name in [m for m in sys.modules if m == "litert_torch" or m.startswith("litert_torch.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "litert_torch", None)
+    with pytest.raises(MissingDependencyError) as error:
+        export_tflite(encoders["clnet64"], tmp_path / "encoder.tflite", precision="fp32")
+    assert str(error.value).startswith(TFLITE_EXTRA_MESSAGE)
+    assert not (tmp_path / "encoder.tflite").exists()
+
+
+def test_importing_the_export_modules_does_not_import_the_converter():
+    code = (
+        "import sys, csideploy.export.tflite, csideploy.export.litert_runner; "
+        "loaded = [m for m in ('litert_torch', 'torchao', 'ai_edge_litert') if m in sys.modules]; "
+        "assert not loaded, loaded"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"precision": "fp16"}, "precision must be one of"),
+        ({"precision": "int8", "io": "uint8"}, "io must be one of"),
+        ({"precision": "fp32", "layout": "NHWC"}, "layout must be one of"),
+        ({"precision": "fp32", "input_name": "c si"}, "input_name"),
+        ({"precision": "fp32", "input_name": "x", "output_name": "x"}, "must differ"),
+    ],
+)
+def test_config_rejects_bad_options(options, message):
+    with pytest.raises(ValueError, match=message):
+        TfliteExportConfig(**options)
+
+
+def test_config_io_applies_to_int8_only():
+    assert TfliteExportConfig("int8").io_dtype == "int8"
+    assert TfliteExportConfig("int8", io="float").io_dtype == "float32"
+    assert TfliteExportConfig("dynamic").io_dtype == "float32"
+    assert TfliteExportConfig("fp32", layout="nhwc").input_shape == (1, 32, 32, 2)
+
+
+def test_int8_export_checks_calibration_before_converting(tmp_path, encoders):
+    encoder = encoders["clnet64"]
+    out = tmp_path / "encoder.int8.tflite"
+    with pytest.raises(DataError, match="needs calibration"):
+        export_tflite(encoder, out, precision="int8")
+    with pytest.raises(ShapeError, match=r"calibration: expected shape \(N, 2, 32, 32\)"):
+        export_tflite(encoder, out, precision="int8", calibration=np.zeros((4, 32, 32, 2)))
+    bad = np.zeros((4, 2, 32, 32), dtype=np.float32)
+    bad[0, 0, 0, 0] = np.nan
+    with pytest.raises(DataError, match="NaN"):
+        export_tflite(encoder, out, precision="int8", calibration=bad)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_existing_output_is_kept_unless_overwrite(tmp_path, encoders):
+    out = tmp_path / "encoder.tflite"
+    out.write_bytes(b"keep me")
+    with pytest.raises(OutputExistsError, match="overwrite=True"):
+        export_tflite(encoders["clnet64"], out, precision="fp32")
+    assert out.read_bytes() == b"keep me"
+
+
+def test_unreadable_files_are_data_errors(tmp_path):
+    junk = tmp_path / "junk.tflite"
+    junk.write_bytes(b"\x00" * 64)
+    with pytest.raises(DataError):
+        inspect_tflite(junk)
+    with pytest.raises(DataError, match="not found"):
+        LiteRTModel(tmp_path / "missing.tflite")

@@ -1,0 +1,90 @@
+"""Evaluation: named NMSE conventions that agree with `metrics.nmse`, and checkpoint files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from csideploy import metrics
+from csideploy.calibration.io import save_csi_mat
+from csideploy.calibration.synthetic import generate
+from csideploy.errors import CsiDeployError, ShapeError
+from csideploy.evaluate import evaluate, evaluate_checkpoint, reconstruct
+from csideploy.models import build
+from csideploy.models.checkpoint import save_checkpoint
+
+
+@pytest.fixture(scope="module")
+def model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return build("crnet", 32)
+
+
+@pytest.fixture(scope="module")
+def csi() -> np.ndarray:
+    return generate(40, scenario="outdoor", seed=1)
+
+
+@pytest.mark.parametrize("convention", sorted(metrics.NMSE_CONVENTIONS))
+def test_evaluate_names_the_convention_and_matches_metrics(
+    model: torch.nn.Module, csi: np.ndarray, convention: str
+) -> None:
+    result = evaluate(model, csi, convention=convention, batch_size=7)
+    with torch.no_grad():
+        x_hat = model(torch.from_numpy(csi)).numpy()
+    assert result.convention == convention
+    assert result.convention_description == metrics.NMSE_CONVENTIONS[convention]
+    assert result.n_samples == 40
+    assert result.nmse_db == pytest.approx(
+        float(metrics.nmse(csi, x_hat, convention=convention)), abs=1e-4
+    )
+    assert convention in result.summary() and "dB" in result.summary()
+    assert result.rho is None
+
+
+def test_evaluate_defaults_to_linear(model: torch.nn.Module, csi: np.ndarray) -> None:
+    assert evaluate(model, csi).convention == "linear"
+
+
+def test_unknown_convention_is_rejected(model: torch.nn.Module, csi: np.ndarray) -> None:
+    with pytest.raises(ValueError, match="linear"):
+        evaluate(model, csi, convention="median")
+
+
+def test_reconstruct_restores_training_mode_and_checks_shape(
+    model: torch.nn.Module, csi: np.ndarray
+) -> None:
+    model.train()
+    try:
+        out = reconstruct(model, csi[:5])
+        assert model.training
+    finally:
+        model.eval()
+    assert out.shape == (5, 2, 32, 32) and out.dtype == np.float32
+    with pytest.raises(ShapeError):
+        reconstruct(model, csi[:5, :1])
+
+
+def test_evaluate_checkpoint_on_file_and_directory(
+    model: torch.nn.Module, csi: np.ndarray, tmp_path: Path
+) -> None:
+    ckpt = tmp_path / "crnet_cr32.pt"
+    save_checkpoint(ckpt, model, metadata={"note": "test"})
+    save_csi_mat(tmp_path / "DATA_Htestout.mat", csi)
+    expected = evaluate(model, csi).nmse_db
+
+    from_file = evaluate_checkpoint("crnet", ckpt, tmp_path / "DATA_Htestout.mat")
+    from_dir = evaluate_checkpoint("crnet", ckpt, tmp_path, cr=32, limit=10)
+    assert from_file.nmse_db == pytest.approx(expected, abs=1e-4)
+    assert from_file.cr == 32 and from_file.n_samples == 40
+    assert from_dir.n_samples == 10 and from_dir.data.endswith("DATA_Htestout.mat")
+
+
+def test_evaluate_checkpoint_missing_data(model: torch.nn.Module, tmp_path: Path) -> None:
+    ckpt = tmp_path / "m.pt"
+    save_checkpoint(ckpt, model, metadata={})
+    with pytest.raises(CsiDeployError, match=r"absent\.mat"):
+        evaluate_checkpoint("crnet", ckpt, tmp_path / "absent.mat")

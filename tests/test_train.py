@@ -1,0 +1,228 @@
+"""Training: the papers' recipe, checkpoints with metadata, resume, schedule, init, CLI."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from torch import nn
+
+from csideploy.calibration.io import save_csi_mat
+from csideploy.calibration.synthetic import generate
+from csideploy.cli import main
+from csideploy.errors import CheckpointError, DataError, ShapeError
+from csideploy.models import build
+from csideploy.models.checkpoint import load_checkpoint
+from csideploy.train import (
+    LrSchedule,
+    TrainConfig,
+    fit,
+    init_weights,
+    resume_path,
+    train,
+)
+
+TINY = TrainConfig(epochs=3, batch_size=16, lr=5e-3, scheduler="const", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def csi() -> np.ndarray:
+    return generate(96, scenario="indoor", seed=3)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory, csi: np.ndarray) -> Path:
+    """A tiny dataset directory in the COST2100 file layout."""
+    root = tmp_path_factory.mktemp("data")
+    save_csi_mat(root / "DATA_Htrainin.mat", csi[:64])
+    save_csi_mat(root / "DATA_Hvalin.mat", csi[64:80])
+    save_csi_mat(root / "DATA_Htestin.mat", csi[80:])
+    return root
+
+
+def test_config_validates_its_options() -> None:
+    for bad in (
+        {"epochs": 0}, {"batch_size": -1}, {"lr": 0.0}, {"scheduler": "step"},
+        {"warmup_epochs": -1}, {"device": "tpu"}, {"lr": 1e-3, "lr_min": 1e-2},
+    ):
+        with pytest.raises(ValueError):
+            TrainConfig(**bad)
+    assert TrainConfig().batch_size == 200
+    assert TrainConfig().betas == (0.9, 0.999)
+
+
+def test_warmup_is_clamped_for_short_runs() -> None:
+    assert TrainConfig(epochs=1000).effective_warmup_epochs == 30
+    assert TrainConfig(epochs=50).effective_warmup_epochs == 5
+    assert TrainConfig(epochs=5).effective_warmup_epochs == 0
+    assert TrainConfig(epochs=1000, scheduler="const").effective_warmup_epochs == 0
+
+
+def test_schedule_warms_up_linearly_then_anneals_to_lr_min() -> None:
+    config = TrainConfig(epochs=100, warmup_epochs=10)
+    schedule = LrSchedule.from_config(config, steps_per_epoch=50)
+    assert schedule.total_steps == 5000 and schedule.warmup_steps == 500
+    assert schedule(0) == 0.0
+    assert schedule(250) == pytest.approx(1e-3)
+    assert schedule(500) == pytest.approx(2e-3)
+    middle = 500 + (5000 - 500) // 2
+    assert schedule(middle) == pytest.approx((2e-3 + 5e-5) / 2)
+    assert schedule(5000) == pytest.approx(5e-5)
+    quarter = 500 + (5000 - 500) // 4
+    expected = 5e-5 + (2e-3 - 5e-5) * (1 + math.cos(math.pi / 4)) / 2
+    assert schedule(quarter) == pytest.approx(expected)
+    lrs = [schedule(s) for s in range(500, 5001, 100)]
+    assert all(a >= b for a, b in itertools.pairwise(lrs))
+
+
+def test_const_schedule_is_constant() -> None:
+    schedule = LrSchedule.from_config(TrainConfig(epochs=10, scheduler="const", lr=1e-3), 7)
+    assert {schedule(s) for s in (0, 1, 35, 70)} == {1e-3}
+
+
+def test_init_weights_sets_batchnorm_and_xavier() -> None:
+    model = build("clnet", 64)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.weight.fill_(3.0)
+                m.bias.fill_(-2.0)
+    torch.manual_seed(0)
+    init_weights(model)
+    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert bns
+    for bn in bns:
+        assert torch.all(bn.weight == 1) and torch.all(bn.bias == 0)
+    fc = model.encoder.replace_efc.weight  # Conv1d(2048, 32, 1): fan_in 2048, fan_out 32
+    bound = math.sqrt(6 / (2048 + 32))
+    assert fc.abs().max() <= bound
+    assert fc.abs().max() > 0.9 * bound
+
+
+def test_fit_lowers_the_loss_and_keeps_the_best_weights(csi: np.ndarray) -> None:
+    torch.manual_seed(0)
+    model = init_weights(build("crnet", 16))
+    result = fit(model, csi[:64], csi[64:80], TINY, progress=False)
+    assert result.epochs_run == 3 and len(result.loss_history) == 3
+    assert result.loss_history[-1] < result.loss_history[0]
+    assert result.best_val_nmse_db == min(result.val_nmse_history)
+    assert result.val_nmse_history[result.best_epoch - 1] == result.best_val_nmse_db
+    assert not model.training
+    from csideploy.evaluate import evaluate
+
+    assert evaluate(model, csi[64:80]).nmse_db == pytest.approx(result.best_val_nmse_db, abs=1e-4)
+
+
+def test_fit_rejects_wrong_shapes(csi: np.ndarray) -> None:
+    with pytest.raises(ShapeError, match="training data"):
+        fit(build("crnet", 16), csi[:8, 0], csi[:8], TINY, progress=False)
+
+
+def test_train_writes_a_loadable_checkpoint_with_metadata(dataset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "crnet.pt"
+    result = train("crnet", 16, dataset, TINY, out_path=out, progress=False)
+    assert result.checkpoint == out and out.is_file()
+    loaded = load_checkpoint(out)
+    assert loaded.name == "crnet" and loaded.cr == 16
+    meta = loaded.metadata
+    assert meta["epochs"] == 3
+    assert meta["training"]["batch_size"] == 16 and meta["training"]["scheduler"] == "const"
+    assert meta["data"]["train_samples"] == 64 and meta["data"]["val_samples"] == 16
+    assert meta["nmse_convention"] == "linear"
+    assert meta["val_nmse_db"] == pytest.approx(result.best_val_nmse_db)
+    assert meta["torch_version"] == torch.__version__
+    assert "optimizer" not in torch.load(out, map_location="cpu", weights_only=True)
+    for key, value in loaded.model.state_dict().items():
+        torch.testing.assert_close(value, result.model.state_dict()[key])
+    # the resume state loads without executing pickles
+    state = torch.load(resume_path(out), map_location="cpu", weights_only=True)
+    assert state["epoch"] == 3
+
+
+def test_resume_continues_from_the_saved_epoch(dataset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run.pt"
+    first = train("crnet", 16, dataset, TrainConfig(**{**_tiny_kwargs(), "epochs": 2}),
+                  out_path=out, progress=False)
+    assert first.epochs_run == 2
+    state = torch.load(resume_path(out), map_location="cpu", weights_only=True)
+    assert state["epoch"] == 2 and state["step"] == 2 * 4
+
+    resumed = train("crnet", 16, dataset, TINY, out_path=out, resume=True, progress=False)
+    assert resumed.resumed_from_epoch == 2
+    assert resumed.epochs_run == 3
+    assert resumed.loss_history[:2] == first.loss_history
+    assert len(resumed.loss_history) == 3
+
+    # same result as an uninterrupted run: the state (weights, Adam moments, RNG) was restored
+    straight = train("crnet", 16, dataset, TINY, out_path=tmp_path / "straight.pt", progress=False)
+    assert resumed.loss_history == pytest.approx(straight.loss_history, rel=1e-4)
+    assert torch.load(resume_path(out), weights_only=True)["step"] == 3 * 4
+
+
+def test_resume_without_state_is_an_error(dataset: Path, tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match=r"no training state"):
+        train("crnet", 16, dataset, TINY, out_path=tmp_path / "x.pt", resume=True, progress=False)
+
+
+def test_init_from_must_match(dataset: Path, tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="init_from"):
+        train("crnet", 16, dataset, TINY, out_path=tmp_path / "x.pt", progress=False,
+              init_from=build("crnet", 32))
+
+
+def test_missing_data_directory(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere"
+    with pytest.raises(DataError, match="nowhere"):
+        train("crnet", 16, missing, TINY, out_path=tmp_path / "x.pt", progress=False)
+
+
+def test_cli_train_then_evaluate(dataset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "cli.pt"
+    runner = CliRunner()
+    result = runner.invoke(main, [
+        "train", "--model", "crnet", "--cr", "16", "--data", str(dataset), "--epochs", "2",
+        "--batch-size", "16", "--scheduler", "const", "--lr", "5e-3", "--device", "cpu",
+        "--out", str(out), "--no-progress", "--json",
+    ])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    assert summary["epochs_run"] == 2 and summary["nmse_convention"] == "linear"
+    assert out.is_file()
+
+    result = runner.invoke(main, [
+        "evaluate", "--model", "crnet", "--checkpoint", str(out), "--data", str(dataset),
+        "--convention", "sample_db",
+    ])
+    assert result.exit_code == 0, result.output
+    assert "NMSE" in result.output and "sample_db" in result.output
+    assert "16 samples" in result.output
+
+
+def test_cli_train_missing_data_dir_is_one_line_exit_2(tmp_path: Path) -> None:
+    missing = tmp_path / "no_such_dir"
+    result = CliRunner().invoke(main, [
+        "train", "--model", "crnet", "--cr", "16", "--data", str(missing), "--epochs", "1",
+        "--out", str(tmp_path / "x.pt"), "--no-progress",
+    ])
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and "no_such_dir" in lines[0]
+
+
+def test_cli_train_bad_option_is_exit_2(dataset: Path, tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, [
+        "train", "--model", "crnet", "--cr", "16", "--data", str(dataset), "--epochs", "0",
+        "--out", str(tmp_path / "x.pt"),
+    ])
+    assert result.exit_code == 2
+    assert "epochs" in result.output
+
+
+def _tiny_kwargs() -> dict[str, object]:
+    return {"epochs": 3, "batch_size": 16, "lr": 5e-3, "scheduler": "const", "device": "cpu"}
