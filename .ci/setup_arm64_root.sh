@@ -104,12 +104,19 @@ for n in 0 1; do
 done
 
 say "pip download (aarch64, cp${PY_VERSION/./}): ${PACKAGES[*]}"
-"$PYTHON" -m pip download -q --disable-pip-version-check --only-binary=:all: "${PLATFORMS[@]}" \
-    --python-version "$PY_VERSION" --implementation cp -d "$WHEELS" "${PACKAGES[@]}"
+if ! "$PYTHON" -m pip download --disable-pip-version-check --only-binary=:all: "${PLATFORMS[@]}" \
+        --python-version "$PY_VERSION" --implementation cp -d "$WHEELS" "${PACKAGES[@]}" \
+        >"$PARTIAL.pip.log" 2>&1; then
+    tail -20 "$PARTIAL.pip.log"; say "pip download failed (log above)"; exit 1
+fi
 say "pip install --target $PARTIAL/$SITE"
-"$PYTHON" -m pip install -q --disable-pip-version-check --no-index --find-links "$WHEELS" \
-    --only-binary=:all: "${PLATFORMS[@]}" --python-version "$PY_VERSION" --implementation cp \
-    --target "$PARTIAL/$SITE" "${PACKAGES[@]}" 2>&1 | grep -v "dependency conflicts\|requires\|incompatible" || true
+if ! "$PYTHON" -m pip install --disable-pip-version-check --no-index --find-links "$WHEELS" \
+        --only-binary=:all: "${PLATFORMS[@]}" --python-version "$PY_VERSION" \
+        --implementation cp --target "$PARTIAL/$SITE" "${PACKAGES[@]}" \
+        >"$PARTIAL.pip.log" 2>&1; then
+    tail -20 "$PARTIAL.pip.log"; say "pip install failed (log above)"; exit 1
+fi
+rm -f "$PARTIAL.pip.log"
 
 say "smoke test under qemu-aarch64-static"
 env -i PATH=/usr/bin:/bin PYTHONPATH="/$SITE" PYTHONNOUSERSITE=1 \

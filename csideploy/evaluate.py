@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -116,21 +117,29 @@ def evaluate_checkpoint(
     cr: int | None = None,
     scenario: str | None = None,
     limit: int | None = None,
+    hf: str | os.PathLike[str] | None = None,
     batch_size: int = 1000,
 ) -> EvalResult:
     """Load `checkpoint` into `model_name` and evaluate it on a CSI file or dataset directory.
 
     A directory means its test split (`DATA_Htest*.mat`; `scenario` picks `in` or `out` when
-    both are present). `cr` may be left out when the checkpoint reveals it.
+    both are present). `cr` may be left out when the checkpoint reveals it. rho is computed
+    from `hf` (an `HF_all` file), or from the `DATA_HtestF*_all.mat` beside the test file.
     """
-    from csideploy.calibration.io import load_csi, resolve_data
+    from csideploy.calibration.io import load_csi, load_csi_freq, resolve_data
     from csideploy.models.checkpoint import load_checkpoint
 
     _describe(convention)
     data_path = resolve_data(data, split="test", scenario=scenario)
     loaded = load_checkpoint(checkpoint, model=model_name, cr=cr)
     x = load_csi(data_path, limit=limit)
-    result = evaluate(loaded.model, x, convention=convention, batch_size=batch_size)
+    hf_path = Path(hf) if hf is not None else _sibling_hf(data_path)
+    hf_data = None if hf_path is None else load_csi_freq(hf_path, limit=limit)
+    if hf_data is not None and len(hf_data) != len(x):
+        raise DataError(
+            f"{hf_path}: holds {len(hf_data)} HF_all samples but {data_path} holds {len(x)}"
+        )
+    result = evaluate(loaded.model, x, convention=convention, hf=hf_data, batch_size=batch_size)
     from dataclasses import replace
 
     return replace(result, data=str(data_path), checkpoint=str(checkpoint))
@@ -146,3 +155,13 @@ def _describe(convention: str) -> str:
         known = ", ".join(NMSE_CONVENTIONS)
         raise ValueError(f"unknown NMSE convention {convention!r}; known: {known}") from None
 
+
+def _sibling_hf(test_file: Path) -> Path | None:
+    """`DATA_HtestF{in,out}_all.mat` beside a `DATA_Htest{in,out}` file, if present."""
+    from csideploy.calibration.io import split_filename
+
+    for scenario in ("indoor", "outdoor"):
+        if test_file.name == split_filename("test", scenario, test_file.suffix):
+            candidate = test_file.with_name(split_filename("testF", scenario))
+            return candidate if candidate.is_file() else None
+    return None

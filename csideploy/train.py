@@ -13,12 +13,14 @@ only tensors and plain containers so that it loads with `torch.load(weights_only
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import json
 import math
 import os
 import platform
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,6 +58,9 @@ class TrainConfig:
     device: str = "auto"
     betas: tuple[float, float] = (0.9, 0.999)
     eval_batch_size: int = 1000
+    threads: int | None = None
+    """CPU threads for torch during the run (None keeps torch's setting). One thread avoids
+    the stalls of multi-threaded kernels on a CPU shared with other busy processes."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.epochs, int) or self.epochs <= 0:
@@ -74,6 +79,8 @@ class TrainConfig:
             raise ValueError(f"warmup_epochs must be >= 0, got {self.warmup_epochs!r}")
         if self.device not in DEVICES:
             raise ValueError(f"device must be one of {DEVICES}, got {self.device!r}")
+        if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
+            raise ValueError(f"threads must be a positive integer or None, got {self.threads!r}")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas!r}")
 
@@ -209,6 +216,22 @@ def fit(
     state is written there after every epoch; `resume=True` continues from it. On return the
     model is in eval mode, on the device it came from, holding the best weights.
     """
+    with _torch_threads(config.threads):
+        return _fit(
+            model, train_x, val_x, config, progress=progress, state_path=state_path, resume=resume
+        )
+
+
+def _fit(
+    model: CsiAutoencoder,
+    train_x: np.ndarray | torch.Tensor,
+    val_x: np.ndarray | torch.Tensor,
+    config: TrainConfig,
+    *,
+    progress: bool,
+    state_path: str | os.PathLike[str] | None,
+    resume: bool,
+) -> TrainResult:
     train_t = _as_csi_tensor(train_x, "training data")
     val_t = _as_csi_tensor(val_x, "validation data")
     device = resolve_device(config.device)
@@ -258,8 +281,7 @@ def fit(
         if state_path is not None:
             _save_state(Path(state_path), model, optimizer, generator, run, config)
 
-    if run.best_state is None:  # nothing left to run after a resume of a finished job
-        raise CheckpointError(f"resume state in {state_path} holds no completed epoch")
+    assert run.best_state is not None  # every completed epoch records one
     model.load_state_dict(run.best_state)
     model.to(home).eval()
     return TrainResult(
@@ -285,12 +307,20 @@ def finetune(
     batch_size: int = 200,
     seed: int = 0,
     device: str = "auto",
+    threads: int | None = None,
     progress: bool = False,
 ) -> TrainResult:
     """Short constant-lr training of an already trained (e.g. surgically changed) model."""
     config = TrainConfig(
-        epochs=epochs, lr=lr, lr_min=0.0, batch_size=batch_size, scheduler="const",
-        warmup_epochs=0, seed=seed, device=device,
+        epochs=epochs,
+        lr=lr,
+        lr_min=0.0,
+        batch_size=batch_size,
+        scheduler="const",
+        warmup_epochs=0,
+        seed=seed,
+        device=device,
+        threads=threads,
     )
     return fit(model, train_x, val_x, config, progress=progress)
 
@@ -335,8 +365,13 @@ def train(
         model = init_weights(build(model_name, cr))
 
     result = fit(
-        model, train_x, val_x, config,
-        progress=progress, state_path=resume_path(out), resume=resume,
+        model,
+        train_x,
+        val_x,
+        config,
+        progress=progress,
+        state_path=resume_path(out),
+        resume=resume,
     )
     metadata = {
         "trained_by": "csideploy train",
@@ -348,6 +383,7 @@ def train(
             "train_samples": len(train_x),
             "val_file": str(val_file),
             "val_samples": len(val_x),
+            **_dataset_description(train_file.parent),
         },
         "val_nmse_db": result.best_val_nmse_db,
         "final_val_nmse_db": result.final_val_nmse_db,
@@ -387,6 +423,20 @@ class _RunState:
             self.best_val_nmse_db = val_db
             self.best_epoch = epoch
             self.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+@contextlib.contextmanager
+def _torch_threads(threads: int | None) -> Iterator[None]:
+    """Run with `threads` torch CPU threads, restoring the previous count afterwards."""
+    if threads is None:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def _as_csi_tensor(x: np.ndarray | torch.Tensor, what: str) -> torch.Tensor:
@@ -509,6 +559,19 @@ def _resolve_train_val(
         if not f.is_file():
             raise DataError(f"data file not found: {f}")
     return files[0], files[1]
+
+
+def _dataset_description(root: Path) -> dict[str, Any]:
+    """What the synthetic generator's manifest says about a data set (empty for other data)."""
+    manifest = root / "synthetic_dataset.json"
+    if not manifest.is_file():
+        return {}
+    try:
+        info = json.loads(manifest.read_text())
+    except (OSError, ValueError):
+        return {}
+    keys = ("generator", "note", "scenario", "n", "seed", "counts")
+    return {"synthetic": {k: info[k] for k in keys if k in info}}
 
 
 def _load(path: Path) -> np.ndarray:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -9,12 +10,21 @@ import pytest
 import torch
 
 from csideploy import metrics
-from csideploy.calibration.io import save_csi_mat
+from csideploy.calibration.io import save_csi_freq_mat, save_csi_mat
 from csideploy.calibration.synthetic import generate
 from csideploy.errors import CsiDeployError, ShapeError
 from csideploy.evaluate import evaluate, evaluate_checkpoint, reconstruct
 from csideploy.models import build
 from csideploy.models.checkpoint import save_checkpoint
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread() -> Iterator[None]:
+    """Single-threaded kernels: a shared 2-core runner stalls multi-threaded ones."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")
@@ -81,6 +91,27 @@ def test_evaluate_checkpoint_on_file_and_directory(
     assert from_file.nmse_db == pytest.approx(expected, abs=1e-4)
     assert from_file.cr == 32 and from_file.n_samples == 40
     assert from_dir.n_samples == 10 and from_dir.data.endswith("DATA_Htestout.mat")
+
+
+def test_rho_from_hf_matches_metrics(model: torch.nn.Module, tmp_path: Path) -> None:
+    x, hf = generate(24, scenario="indoor", seed=5, return_freq=True)
+    result = evaluate(model, x, hf=hf)
+    with torch.no_grad():
+        x_hat = model(torch.from_numpy(x)).numpy()
+    assert result.rho == pytest.approx(metrics.rho(hf, x_hat), abs=1e-6)
+    assert "rho" in result.summary()
+
+    ckpt = tmp_path / "m.pt"
+    save_checkpoint(ckpt, model, metadata={})
+    save_csi_mat(tmp_path / "DATA_Htestin.mat", x)
+    save_csi_freq_mat(tmp_path / "DATA_HtestFin_all.mat", hf)
+    found = evaluate_checkpoint("crnet", ckpt, tmp_path)  # HF_all found beside the test file
+    assert found.rho == pytest.approx(result.rho, abs=1e-6)
+    limited = evaluate_checkpoint("crnet", ckpt, tmp_path, limit=8)
+    assert limited.n_samples == 8 and limited.rho is not None
+    save_csi_freq_mat(tmp_path / "short.mat", hf[:5])
+    with pytest.raises(CsiDeployError, match="5 HF_all samples"):
+        evaluate_checkpoint("crnet", ckpt, tmp_path, hf=tmp_path / "short.mat")
 
 
 def test_evaluate_checkpoint_missing_data(model: torch.nn.Module, tmp_path: Path) -> None:

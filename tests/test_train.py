@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -17,18 +18,30 @@ from csideploy.calibration.io import save_csi_mat
 from csideploy.calibration.synthetic import generate
 from csideploy.cli import main
 from csideploy.errors import CheckpointError, DataError, ShapeError
+from csideploy.evaluate import evaluate
 from csideploy.models import build
 from csideploy.models.checkpoint import load_checkpoint
 from csideploy.train import (
     LrSchedule,
     TrainConfig,
+    finetune,
     fit,
     init_weights,
     resume_path,
     train,
 )
 
-TINY = TrainConfig(epochs=3, batch_size=16, lr=5e-3, scheduler="const", device="cpu")
+_TRAIN = "train --model crnet --cr 16 --no-progress"
+TINY = TrainConfig(epochs=3, batch_size=16, lr=5e-3, scheduler="const", device="cpu", threads=1)
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread() -> Iterator[None]:
+    """Single-threaded kernels: a shared 2-core runner stalls multi-threaded ones."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")
@@ -48,8 +61,14 @@ def dataset(tmp_path_factory: pytest.TempPathFactory, csi: np.ndarray) -> Path:
 
 def test_config_validates_its_options() -> None:
     for bad in (
-        {"epochs": 0}, {"batch_size": -1}, {"lr": 0.0}, {"scheduler": "step"},
-        {"warmup_epochs": -1}, {"device": "tpu"}, {"lr": 1e-3, "lr_min": 1e-2},
+        {"epochs": 0},
+        {"batch_size": -1},
+        {"lr": 0.0},
+        {"scheduler": "step"},
+        {"warmup_epochs": -1},
+        {"device": "tpu"},
+        {"lr": 1e-3, "lr_min": 1e-2},
+        {"threads": 0},
     ):
         with pytest.raises(ValueError):
             TrainConfig(**bad)
@@ -108,15 +127,26 @@ def test_init_weights_sets_batchnorm_and_xavier() -> None:
 def test_fit_lowers_the_loss_and_keeps_the_best_weights(csi: np.ndarray) -> None:
     torch.manual_seed(0)
     model = init_weights(build("crnet", 16))
+    threads = torch.get_num_threads()
     result = fit(model, csi[:64], csi[64:80], TINY, progress=False)
+    assert torch.get_num_threads() == threads
     assert result.epochs_run == 3 and len(result.loss_history) == 3
     assert result.loss_history[-1] < result.loss_history[0]
     assert result.best_val_nmse_db == min(result.val_nmse_history)
     assert result.val_nmse_history[result.best_epoch - 1] == result.best_val_nmse_db
     assert not model.training
-    from csideploy.evaluate import evaluate
-
     assert evaluate(model, csi[64:80]).nmse_db == pytest.approx(result.best_val_nmse_db, abs=1e-4)
+
+
+def test_finetune_starts_from_the_given_weights(csi: np.ndarray) -> None:
+    torch.manual_seed(1)
+    model = init_weights(build("crnet", 16))
+    before = evaluate(model, csi[64:80]).nmse_db
+    result = finetune(model, csi[:64], csi[64:80], epochs=1, lr=1e-4, batch_size=16, threads=1)
+    assert result.epochs_run == 1 and result.model is model
+    # one gentle epoch moves the weights a little; it does not start over
+    assert result.best_val_nmse_db != before
+    assert abs(result.best_val_nmse_db - before) < 10
 
 
 def test_fit_rejects_wrong_shapes(csi: np.ndarray) -> None:
@@ -147,8 +177,14 @@ def test_train_writes_a_loadable_checkpoint_with_metadata(dataset: Path, tmp_pat
 
 def test_resume_continues_from_the_saved_epoch(dataset: Path, tmp_path: Path) -> None:
     out = tmp_path / "run.pt"
-    first = train("crnet", 16, dataset, TrainConfig(**{**_tiny_kwargs(), "epochs": 2}),
-                  out_path=out, progress=False)
+    first = train(
+        "crnet",
+        16,
+        dataset,
+        TrainConfig(**{**_tiny_kwargs(), "epochs": 2}),
+        out_path=out,
+        progress=False,
+    )
     assert first.epochs_run == 2
     state = torch.load(resume_path(out), map_location="cpu", weights_only=True)
     assert state["epoch"] == 2 and state["step"] == 2 * 4
@@ -172,8 +208,15 @@ def test_resume_without_state_is_an_error(dataset: Path, tmp_path: Path) -> None
 
 def test_init_from_must_match(dataset: Path, tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="init_from"):
-        train("crnet", 16, dataset, TINY, out_path=tmp_path / "x.pt", progress=False,
-              init_from=build("crnet", 32))
+        train(
+            "crnet",
+            16,
+            dataset,
+            TINY,
+            out_path=tmp_path / "x.pt",
+            progress=False,
+            init_from=build("crnet", 32),
+        )
 
 
 def test_missing_data_directory(tmp_path: Path) -> None:
@@ -182,47 +225,63 @@ def test_missing_data_directory(tmp_path: Path) -> None:
         train("crnet", 16, missing, TINY, out_path=tmp_path / "x.pt", progress=False)
 
 
-def test_cli_train_then_evaluate(dataset: Path, tmp_path: Path) -> None:
-    out = tmp_path / "cli.pt"
+def test_cli_synth_train_evaluate(tmp_path: Path) -> None:
+    """The whole path a user takes: make data, train on it, evaluate on its test split."""
+    data, out = tmp_path / "synth", tmp_path / "cli.pt"
     runner = CliRunner()
-    result = runner.invoke(main, [
-        "train", "--model", "crnet", "--cr", "16", "--data", str(dataset), "--epochs", "2",
-        "--batch-size", "16", "--scheduler", "const", "--lr", "5e-3", "--device", "cpu",
-        "--out", str(out), "--no-progress", "--json",
-    ])
+    synth = "data synth --scenario indoor -n 60 --seed 2 --val-fraction 0.2 --test-fraction 0.2"
+    result = runner.invoke(main, [*synth.split(), "-o", str(data), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    options = "--epochs 2 --batch-size 12 --scheduler const --lr 5e-3 --device cpu --threads 1"
+    result = runner.invoke(
+        main,
+        [*_TRAIN.split(), "--data", str(data), *options.split(), "--out", str(out), "--json"],
+    )
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output)
     assert summary["epochs_run"] == 2 and summary["nmse_convention"] == "linear"
-    assert out.is_file()
+    meta = load_checkpoint(out).metadata
+    assert meta["data"]["train_samples"] == 36
+    assert meta["data"]["synthetic"]["scenario"] == "indoor"
+    assert meta["data"]["synthetic"]["seed"] == 2
 
-    result = runner.invoke(main, [
-        "evaluate", "--model", "crnet", "--checkpoint", str(out), "--data", str(dataset),
-        "--convention", "sample_db",
-    ])
+    evaluate = ["evaluate", "--model", "crnet", "--checkpoint", str(out), "--data", str(data)]
+    result = runner.invoke(main, [*evaluate, "--convention", "sample_db"])
     assert result.exit_code == 0, result.output
     assert "NMSE" in result.output and "sample_db" in result.output
-    assert "16 samples" in result.output
+    assert "12 samples" in result.output
+    result = runner.invoke(main, [*evaluate, "--json"])
+    report = json.loads(result.output)
+    assert report["convention"] == "linear" and report["n_samples"] == 12
+    assert report["data"].endswith("DATA_Htestin.mat")
 
 
 def test_cli_train_missing_data_dir_is_one_line_exit_2(tmp_path: Path) -> None:
     missing = tmp_path / "no_such_dir"
-    result = CliRunner().invoke(main, [
-        "train", "--model", "crnet", "--cr", "16", "--data", str(missing), "--epochs", "1",
-        "--out", str(tmp_path / "x.pt"), "--no-progress",
-    ])
+    result = CliRunner().invoke(
+        main,
+        [*_TRAIN.split(), "--data", str(missing), "--epochs", "1", "--out", str(tmp_path / "x")],
+    )
     assert result.exit_code == 2
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and "no_such_dir" in lines[0]
 
 
 def test_cli_train_bad_option_is_exit_2(dataset: Path, tmp_path: Path) -> None:
-    result = CliRunner().invoke(main, [
-        "train", "--model", "crnet", "--cr", "16", "--data", str(dataset), "--epochs", "0",
-        "--out", str(tmp_path / "x.pt"),
-    ])
+    result = CliRunner().invoke(
+        main,
+        [*_TRAIN.split(), "--data", str(dataset), "--epochs", "0", "--out", str(tmp_path / "x")],
+    )
     assert result.exit_code == 2
     assert "epochs" in result.output
 
 
 def _tiny_kwargs() -> dict[str, object]:
-    return {"epochs": 3, "batch_size": 16, "lr": 5e-3, "scheduler": "const", "device": "cpu"}
+    return {
+        "epochs": 3,
+        "batch_size": 16,
+        "lr": 5e-3,
+        "scheduler": "const",
+        "device": "cpu",
+        "threads": 1,
+    }

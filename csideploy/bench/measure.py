@@ -15,9 +15,10 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -88,7 +89,6 @@ class BenchResult:
     perf: dict[str, Any]
     perf_path: Path | None = None
     report_path: Path | None = None
-    notes: tuple[str, ...] = field(default=())
 
     def rows(self) -> list[dict[str, Any]]:
         """One flat row per result, for a terminal table."""
@@ -159,6 +159,7 @@ def run_bench(
         )
         perf = _run_target(job, config)
         _fill_macs(perf, root, files)
+        _fill_params(perf)
         if "torch" in config.runtimes:
             _add_torch(perf, config, manifest_path)
         _refresh_floors(perf, config.batch)
@@ -200,7 +201,8 @@ def _extract_bundle(archive: Path, destination: Path) -> None:
         with tarfile.open(archive) as bundle:
             bundle.extractall(destination, filter="data")
     except (tarfile.TarError, OSError) as error:
-        raise DataError(f"{archive}: not a readable bundle archive ({error})") from error
+        reason = (str(error).splitlines() or [type(error).__name__])[0]
+        raise DataError(f"{archive}: not a readable bundle archive ({reason})") from error
 
 
 def _default_out(source: Path) -> Path:
@@ -254,6 +256,25 @@ def _fill_macs(perf: dict[str, Any], root: Path | None, files: Sequence[Path]) -
             entry["macs_source"] = (
                 "onnx graph" if onnx_file == local else f"onnx graph of {onnx_file.name}"
             )
+
+
+def _fill_params(perf: dict[str, Any]) -> None:
+    """Parameter counts of the zoo model the manifest names, where the manifest had none."""
+    from csideploy.models import build, list_models
+    from csideploy.models.stats import count_params
+
+    cache: dict[tuple[str, int], Any] = {}
+    for entry in perf.get("artifacts", []):
+        model, cr = entry.get("model"), entry.get("cr")
+        if entry.get("params") or not model or not cr or str(model).lower() not in list_models():
+            continue
+        key = (str(model).lower(), int(cr))
+        try:
+            cache.setdefault(key, build(*key))
+        except CsiDeployError:  # a CR the zoo does not have: leave the count unknown
+            continue
+        entry["params"] = count_params(getattr(cache[key], entry.get("role") or "encoder"))
+        entry["params_source"] = f"zoo model {key[0]} CR 1/{key[1]}"
 
 
 def _refresh_floors(perf: dict[str, Any], batch: int) -> None:
@@ -399,9 +420,9 @@ def torch_worker(payload: dict[str, Any]) -> dict[str, Any]:
 
     torch.set_num_threads(payload["threads"])
     rss_imported = runner.peak_rss_bytes()
-    started = _now()
+    started = time.perf_counter_ns()
     encoder = build(payload["model"], payload["cr"]).encoder.eval()
-    init_ns = _now() - started
+    init_ns = time.perf_counter_ns() - started
     shape = (payload["batch"], *get_entry(payload["model"]).input_spec.shape)
     x = torch.rand(shape, generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
@@ -427,12 +448,6 @@ def torch_worker(payload: dict[str, Any]) -> dict[str, Any]:
         if rss_end is None or rss_imported is None
         else rss_end - rss_imported,
     }
-
-
-def _now() -> int:
-    import time
-
-    return time.perf_counter_ns()
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ the files.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -41,6 +42,10 @@ _SSH_URL = re.compile(
     r"^ssh://(?:(?P<user>[^@/:]+)@)?(?P<host>\[[^\]]+\]|[^:/@]+)(?::(?P<port>\d+))?/?$"
 )
 QEMU_BINARY = "qemu-aarch64-static"
+QEMU_CPU = "neoverse-n1"
+"""The emulated core: it matches the root's proc/cpuinfo (CPU part 0xd0c, an ARMv8.2 core with
+dot product, like the big cores of 2019-2021 phones). qemu 7.2's default `max` core adds SME,
+under which XNNPACK's int8 kernels return wrong outputs (see docs/benchmarks.md)."""
 ROOT_SITE_PACKAGES = "/opt/csideploy/site-packages"
 """Where `.ci/setup_arm64_root.sh` installs the aarch64 wheels inside the root."""
 
@@ -230,8 +235,16 @@ class _SshSession:
         self.base = [*base, "--", self.target.destination]
 
     def run(
-        self, command: str, *, stdin: bytes | None = None, step: str, timeout: float = 600.0
+        self,
+        command: str,
+        *,
+        stdin: bytes | None = None,
+        step: str,
+        timeout: float = 600.0,
+        check: bool = True,
     ) -> subprocess.CompletedProcess[bytes]:
+        """`command` on the target; RemoteError naming `step` on a timeout, or on a non-zero
+        exit when `check`."""
         try:
             done = subprocess.run(
                 [*self.base, command], input=stdin, capture_output=True, timeout=timeout
@@ -240,7 +253,7 @@ class _SshSession:
             raise RemoteError(
                 f"{self.target.url}: {step} timed out after {timeout:.0f} s"
             ) from error
-        if done.returncode != 0:
+        if check and done.returncode != 0:
             lines = done.stderr.decode(errors="replace").strip().splitlines()
             raise RemoteError(
                 f"{self.target.url}: {step} failed (ssh exit {done.returncode}): "
@@ -286,8 +299,8 @@ def run_ssh(job: RunnerJob, target: SshTarget) -> dict[str, Any]:
             if job.save_outputs:
                 command += ["--save-outputs", f"{remote}/outputs"]
             runner_line = " ".join(shlex.quote(part) for part in command)
-            done = subprocess.run(
-                [*session.base, runner_line], capture_output=True, timeout=job.timeout_s * 10
+            done = session.run(
+                runner_line, step="running the runner", timeout=job.timeout_s * 10, check=False
             )
             if done.returncode != 0:
                 raise _runner_failed(
@@ -302,9 +315,17 @@ def run_ssh(job: RunnerJob, target: SshTarget) -> dict[str, Any]:
                     f"tar -cf - -C {quoted}/outputs .", step="fetching saved outputs"
                 )
                 _extract(fetched.stdout, job.save_outputs)
-        finally:
-            session.run(f"rm -rf -- {quoted}", step="removing the temp dir", timeout=60)
+        except BaseException:
+            _remove_quietly(session, quoted)
+            raise
+        session.run(f"rm -rf -- {quoted}", step="removing the temp dir", timeout=60)
     return _localize(document, job, {"kind": "ssh", "url": target.url, "python": target.python})
+
+
+def _remove_quietly(session: _SshSession, quoted: str) -> None:
+    """Remove the remote directory after a failure without hiding that failure."""
+    with contextlib.suppress(RemoteError):
+        session.run(f"rm -rf -- {quoted}", step="removing the temp dir", timeout=60)
 
 
 def _extract(data: bytes, destination: Path) -> None:
@@ -356,8 +377,11 @@ def run_qemu(job: RunnerJob, root: Path) -> dict[str, Any]:
     missing = arm64_root_ready(root)
     if missing:
         raise RemoteError(f"qemu target: {missing}")
+    cpu = os.environ.get("CSIDEPLOY_QEMU_CPU", QEMU_CPU)
     command = [
         QEMU_BINARY,
+        "-cpu",
+        cpu,
         "-L",
         str(root),
         str(_root_python(root)),
@@ -386,5 +410,5 @@ def run_qemu(job: RunnerJob, root: Path) -> dict[str, Any]:
     if done.returncode != 0:
         raise _runner_failed("qemu", done)
     document = parse_output(done.stdout, "qemu")
-    document["target"] = {"kind": "qemu", "root": str(root), "emulator": QEMU_BINARY}
+    document["target"] = {"kind": "qemu", "root": str(root), "emulator": QEMU_BINARY, "cpu": cpu}
     return document

@@ -835,13 +835,14 @@ def roofline_probe(matmul_n: int = 1024, repeats: int = 5) -> dict[str, Any]:
 
 
 def bandwidth_for(weight_bytes: int, roofline: dict[str, Any]) -> float | None:
-    """The highest copy bandwidth measured on a buffer at least as large as the weights.
+    """The highest copy bandwidth measured with a working set at least as large as the weights.
 
-    Weights that fit in a cache are read at cache speed in a hot loop; taking the best rate
-    over buffers no smaller than the weights keeps the memory term a lower bound.
+    A copy of S bytes touches 2 S (source and destination). Weights that fit in a cache are
+    read at cache speed in a hot loop; taking the best rate over copies whose working set is
+    no smaller than the weights keeps the memory term a lower bound.
     """
     by_size = roofline.get("bandwidth_by_size") or {}
-    rates = [rate for size, rate in by_size.items() if int(size) >= weight_bytes and rate]
+    rates = [rate for size, rate in by_size.items() if 2 * int(size) >= weight_bytes and rate]
     if rates:
         return float(max(rates))
     fallback = roofline.get("bandwidth_bytes_per_s")

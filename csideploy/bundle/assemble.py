@@ -36,6 +36,8 @@ class ArtifactSpec:
     input: dict[str, Any]
     output: dict[str, Any]
     tolerance: float
+    relative_tolerance: bool = False
+    """If set, `tolerance` is a share of the largest expected |output| (dynamic INT8 files)."""
     opset: int | None = None
     schema: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -83,7 +85,10 @@ def assemble_bundle(
             output_name=spec.output["name"],
         )
         golden_files |= _files_under(bundle_dir, golden)
-        entries.append(_artifact_entry(spec, golden))
+        tolerance = spec.tolerance
+        if spec.relative_tolerance:
+            tolerance = max(1e-6, spec.tolerance * float(np.max(np.abs(outputs))))
+        entries.append(_artifact_entry(spec, golden, tolerance))
     manifest = {
         **header,
         "schema_version": SCHEMA_VERSION,
@@ -96,7 +101,7 @@ def assemble_bundle(
     return manifest
 
 
-def _artifact_entry(spec: ArtifactSpec, golden: dict[str, str]) -> dict[str, Any]:
+def _artifact_entry(spec: ArtifactSpec, golden: dict[str, str], tolerance: float) -> dict[str, Any]:
     return {
         "file": spec.file,
         "format": spec.format,
@@ -106,7 +111,7 @@ def _artifact_entry(spec: ArtifactSpec, golden: dict[str, str]) -> dict[str, Any
         "schema": spec.schema,
         "input": spec.input,
         "output": spec.output,
-        "tolerance": {"max_abs": spec.tolerance},
+        "tolerance": {"max_abs": tolerance},
         "golden": golden,
         **spec.extra,
     }

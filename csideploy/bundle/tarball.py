@@ -36,9 +36,12 @@ def pack_bundle(bundle_dir: Path, *, out: Path | None = None) -> Path:
     data = _tar_bytes(bundle_dir, bundle_dir.name, members)
     handle, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
     try:
-        with os.fdopen(handle, "wb") as raw, gzip.GzipFile(
-            filename="", mode="wb", fileobj=raw, mtime=FIXED_MTIME, compresslevel=9
-        ) as stream:
+        with (
+            os.fdopen(handle, "wb") as raw,
+            gzip.GzipFile(
+                filename="", mode="wb", fileobj=raw, mtime=FIXED_MTIME, compresslevel=9
+            ) as stream,
+        ):
             stream.write(data)
         os.chmod(tmp, 0o644)
         os.replace(tmp, target)

@@ -98,8 +98,12 @@ def _check_hashes(root: Path, manifest: dict[str, Any]) -> list[Check]:
             continue
         digest, size = sha256_file(target), target.stat().st_size
         ok = digest == entry["sha256"] and size == entry["bytes"]
-        detail = "matches" if ok else f"expected {entry['sha256'][:12]}… ({entry['bytes']} B), " \
+        detail = (
+            "matches"
+            if ok
+            else f"expected {entry['sha256'][:12]}… ({entry['bytes']} B), "
             f"found {digest[:12]}… ({size} B)"
+        )
         checks.append(Check(entry["path"], "sha256", ok, detail))
     bs_side = {entry["path"] for entry in manifest.get("bs_side", [])}
     for extra in sorted(_all_files(root) - listed - bs_side - {MANIFEST_NAME}):

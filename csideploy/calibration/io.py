@@ -32,7 +32,6 @@ RANGE_TOLERANCE = 0.01
 SPLITS = ("train", "val", "test")
 SCENARIOS = {"indoor": "in", "in": "in", "outdoor": "out", "out": "out"}
 DATA_EXTENSIONS = (".mat", ".npz", ".npy")
-_NPZ_KEYS = ("HT", "csi")
 
 
 # --------------------------------------------------------------------------- reading
@@ -50,21 +49,22 @@ def load_csi(
     """
     file = _existing_file(path)
     limit = _check_limit(limit)
-    raw = _read_array(file, variable, default="HT", limit=limit)
+    raw = _read_array(file, variable, default="HT", limit=limit, fallbacks=("csi",))
     return _validate_csi(raw, file)
 
 
 def load_csi_freq(
-    path: str | os.PathLike[str], *, variable: str = "HF_all", limit: int | None = None
+    path: str | os.PathLike[str], *, variable: str | None = None, limit: int | None = None
 ) -> np.ndarray:
     """Frequency-domain CSI (`HF_all`) from `path` as complex64 (N, 32, 125), validated.
 
-    Rows may be (N, 4000) (32 angles x 125 subcarriers, row-major) or (N, 32, 125). Only rho
-    needs these. Raises `DataError` for any bad file.
+    Reads `variable` (default `HF_all`; a .npz may also hold its only array). Rows may be
+    (N, 4000) (32 angles x 125 subcarriers, row-major) or (N, 32, 125). Only rho needs these.
+    Raises `DataError` for any bad file.
     """
     file = _existing_file(path)
     limit = _check_limit(limit)
-    raw = _read_array(file, variable, default=variable, limit=limit)
+    raw = _read_array(file, variable, default="HF_all", limit=limit, fallbacks=())
     return _validate_freq(raw, file)
 
 
@@ -88,34 +88,60 @@ def _check_limit(limit: int | None) -> int | None:
     return None if limit is None else int(limit)
 
 
-def _read_array(file: Path, variable: str | None, *, default: str, limit: int | None) -> Any:
-    """The raw array stored in `file`, dispatched on the extension."""
+def _read_array(
+    file: Path,
+    variable: str | None,
+    *,
+    default: str,
+    limit: int | None,
+    fallbacks: tuple[str, ...],
+) -> Any:
+    """The raw array stored in `file`, dispatched on the extension.
+
+    `variable` names the array; without it a .mat must hold `default`, a .npz `default`, one
+    of `fallbacks`, or a single array.
+    """
     ext = file.suffix.lower()
     if ext == ".mat":
         return _read_mat(file, variable or default, limit)
     if ext == ".npy":
         return _read_npy(file, limit)
     if ext == ".npz":
-        return _read_npz(file, variable, default, limit)
+        return _read_npz(file, variable, (default, *fallbacks), limit)
     known = ", ".join(DATA_EXTENSIONS)
     raise DataError(f"{file}: unknown CSI file extension {ext or '(none)'!r}; expected {known}")
 
 
+def _check_magic(file: Path, magics: tuple[bytes, ...], what: str) -> None:
+    """A DataError unless `file` starts with one of `magics` (numpy would say 'pickled')."""
+    try:
+        with open(file, "rb") as fh:
+            head = fh.read(8)
+    except OSError as exc:
+        raise DataError(f"{file}: cannot read ({exc})") from exc
+    if not head.startswith(magics):
+        raise DataError(f"{file}: not a {what} (the file does not start with its header)")
+
+
 def _read_npy(file: Path, limit: int | None) -> np.ndarray:
     """A .npy array, memory-mapped so that `limit` reads only what it keeps."""
+    _check_magic(file, (b"\x93NUMPY",), "NumPy .npy file")
     try:
         arr = np.load(file, mmap_mode="r", allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
         raise DataError(f"{file}: not a readable .npy array ({exc})") from exc
-    return _head(arr, limit)
+    return np.array(_head(arr, limit))  # a writable in-memory copy, not a read-only map
 
 
-def _read_npz(file: Path, variable: str | None, default: str, limit: int | None) -> np.ndarray:
-    """The array of a .npz: `variable`, else `default`/`csi`, else the only one."""
+def _read_npz(
+    file: Path, variable: str | None, candidates: tuple[str, ...], limit: int | None
+) -> np.ndarray:
+    """The array of a .npz: `variable`, else the first of `candidates`, else the only one."""
+    _check_magic(file, (b"PK\x03\x04", b"PK\x05\x06"), "NumPy .npz (zip) archive")
     try:
         with np.load(file, allow_pickle=False) as npz:
             keys = list(npz.files)
-            key = _pick_npz_key(file, keys, variable, default)
+            key = _pick_npz_key(file, keys, variable, candidates)
             return _head(npz[key], limit)
     except DataError:
         raise
@@ -123,20 +149,23 @@ def _read_npz(file: Path, variable: str | None, default: str, limit: int | None)
         raise DataError(f"{file}: not a readable .npz archive ({exc})") from exc
 
 
-def _pick_npz_key(file: Path, keys: list[str], variable: str | None, default: str) -> str:
+def _pick_npz_key(
+    file: Path, keys: list[str], variable: str | None, candidates: tuple[str, ...]
+) -> str:
     """Which key of a .npz holds the CSI, or a DataError listing the keys present."""
     if variable is not None:
         if variable in keys:
             return variable
         raise DataError(f"{file}: no array {variable!r}; arrays present: {_names(keys)}")
-    for key in (default, *_NPZ_KEYS):
+    for key in candidates:
         if key in keys:
             return key
     if len(keys) == 1:
         return keys[0]
+    expected = " or ".join(repr(c) for c in candidates)
     raise DataError(
-        f"{file}: cannot tell which array holds the CSI (expected {default!r}, 'csi' or a "
-        f"single array); arrays present: {_names(keys)}"
+        f"{file}: cannot tell which array holds the CSI (expected {expected} or a single "
+        f"array); arrays present: {_names(keys)}"
     )
 
 
@@ -224,7 +253,7 @@ def _names(names: list[str]) -> str:
 def _validate_csi(raw: Any, file: Path) -> np.ndarray:
     """`raw` checked to be real, non-empty, finite COST2100 CSI in [0, 1]; float32 (N,2,32,32)."""
     arr = np.asarray(raw)
-    if arr.dtype.kind not in "fiub":
+    if arr.dtype.kind not in "fiu":
         raise DataError(
             f"{file}: CSI must be real numbers (real and imaginary parts side by side), "
             f"found dtype {arr.dtype}"

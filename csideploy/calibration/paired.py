@@ -101,20 +101,28 @@ class MatStreamWriter:
     """
 
     def __init__(
-        self, path: str | os.PathLike[str], variables: Mapping[str, tuple[int, int, Any]],
+        self,
+        path: str | os.PathLike[str],
+        variables: Mapping[str, tuple[int, int, Any]],
     ) -> None:
         self.path = Path(path)
+        self._vars = {
+            name: self._variable(name, rows, cols, np.dtype(dtype))
+            for name, (rows, cols, dtype) in variables.items()
+        }
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._tmpdir = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.", dir=self.path.parent))
-        self._vars: dict[str, _Variable] = {}
         self._maps: dict[str, list[np.memmap]] = {}
         self._written: dict[str, int] = {}
-        for name, (rows, cols, dtype) in variables.items():
-            self._vars[name] = var = self._variable(name, rows, cols, np.dtype(dtype))
+        for name, var in self._vars.items():
             parts = ("re", "im") if var.complex_ else ("re",)
             self._maps[name] = [
-                np.memmap(self._tmpdir / f"{name}.{part}", dtype=var.dtype, mode="w+",
-                          shape=(cols, rows))
+                np.memmap(
+                    self._tmpdir / f"{name}.{part}",
+                    dtype=var.dtype,
+                    mode="w+",
+                    shape=(var.cols, var.rows),
+                )
                 for part in parts
             ]
             self._written[name] = 0
@@ -125,8 +133,12 @@ class MatStreamWriter:
             raise ValueError(f"{name!r} is not a valid MATLAB variable name")
         if rows < 1 or cols < 1:
             raise ShapeError(f"{name}: shape ({rows}, {cols}) is empty")
-        kinds = {np.dtype(np.float32): np.float32, np.dtype(np.float64): np.float64,
-                 np.dtype(np.complex64): np.float32, np.dtype(np.complex128): np.float64}
+        kinds = {
+            np.dtype(np.float32): np.float32,
+            np.dtype(np.float64): np.float64,
+            np.dtype(np.complex64): np.float32,
+            np.dtype(np.complex128): np.float64,
+        }
         if dtype not in kinds:
             raise ValueError(f"{name}: dtype {dtype} is not float32/64 or complex64/128")
         var = _Variable(name, rows, cols, np.dtype(kinds[dtype]), dtype.kind == "c")
@@ -142,8 +154,10 @@ class MatStreamWriter:
         var = self._vars[name]
         block = np.asarray(block).reshape(len(block), -1)
         if block.shape[1] != var.cols or start < 0 or start + len(block) > var.rows:
-            raise ShapeError(f"{name}: block of shape {block.shape} at row {start} does not fit "
-                             f"({var.rows}, {var.cols})")
+            raise ShapeError(
+                f"{name}: block of shape {block.shape} at row {start} does not fit "
+                f"({var.rows}, {var.cols})"
+            )
         maps = self._maps[name]
         maps[0][:, start : start + len(block)] = block.real.T
         if var.complex_:
@@ -152,13 +166,17 @@ class MatStreamWriter:
 
     def close(self) -> Path:
         """Assemble the .mat file; returns its path."""
-        missing = {n: v.rows - self._written[n] for n, v in self._vars.items()
-                   if self._written[n] != v.rows}
+        missing = {
+            n: v.rows - self._written[n]
+            for n, v in self._vars.items()
+            if self._written[n] != v.rows
+        }
         if missing:
             self.abort()
             raise DataError(f"{self.path}: rows not written (or written twice): {missing}")
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp",
-                                   dir=self.path.parent)
+        fd, tmp = tempfile.mkstemp(
+            prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent
+        )
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(_header())
@@ -234,8 +252,9 @@ def load_paired(
     except DataError as exc:
         raise DataError(f"{path}: not a paired UL/DL file ({exc})") from exc
     if len(dl) != len(ul):
-        raise DataError(f"{path}: {DL_VARIABLE} has {len(dl)} samples but {UL_VARIABLE} "
-                        f"has {len(ul)}")
+        raise DataError(
+            f"{path}: {DL_VARIABLE} has {len(dl)} samples but {UL_VARIABLE} has {len(ul)}"
+        )
     return dl, ul
 
 
@@ -285,7 +304,11 @@ def generate_paired(
 
 
 def _paired_chunks(
-    n: int, scenario: Any, seed: int, ul_carrier_hz: float | None, progress: bool,
+    n: int,
+    scenario: Any,
+    seed: int,
+    ul_carrier_hz: float | None,
+    progress: bool,
     with_freq: bool,
 ) -> Any:
     """Yield (start, dl chunk, ul chunk, HF chunk or None) for `n` samples.
@@ -417,8 +440,9 @@ def write_paired_dataset(
             }
             freq = None
             if split == "test":
-                freq = MatStreamWriter(staging / names["testF"],
-                                       {"HF_all": (size, 4000, np.complex64)})
+                freq = MatStreamWriter(
+                    staging / names["testF"], {"HF_all": (size, 4000, np.complex64)}
+                )
             with MatStreamWriter(staging / names[split], shapes) as writer:
                 for start, dl, ul, hf in _paired_chunks(
                     size, cfg, seeds[split], ratio * cfg.carrier_hz, progress, freq is not None

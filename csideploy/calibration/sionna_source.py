@@ -38,8 +38,9 @@ DL call through Sionna internals (tested with sionna-no-rt 2.2).
 
 Memory: one chunk of `chunk` drops at a time (Sionna's tensors for that chunk plus the
 32 x 1024 frequency response), written incrementally through `MatStreamWriter`; 100,000
-drops need 100,000 * 8 KiB of temporary disk per variable, not of memory. On two CPU cores
-one chunk of 256 UMa drops takes about 1.5 s.
+drops need 100,000 * 8 KiB of temporary disk per variable, not of memory. Speed on two
+(shared) CPU cores: about 20 ms per UMa drop, 50 ms per paired UMi drop, plus ~10 s to import
+Sionna; 100,000 drops take about half an hour (a CUDA device, if Sionna sees one, is faster).
 
 Output layout: like `write_synthetic_dataset`, splits `DATA_H{train,val,test}out.mat`
 (3GPP scenarios are outdoor, so every command's `outdoor` file names resolve), the test split's
@@ -117,8 +118,9 @@ class SionnaConfig:
                 f"{self.antennas}, keep_delay={self.keep_delay}"
             )
         if self.subcarriers < self.keep_delay:
-            raise ValueError(f"subcarriers ({self.subcarriers}) must be >= keep_delay "
-                             f"({self.keep_delay})")
+            raise ValueError(
+                f"subcarriers ({self.subcarriers}) must be >= keep_delay ({self.keep_delay})"
+            )
         for name in ("carrier_ghz", "spacing_khz"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
@@ -126,13 +128,16 @@ class SionnaConfig:
         if not (math.isfinite(self.ue_speed_kmh) and self.ue_speed_kmh >= 0):
             raise ValueError(f"ue_speed_kmh must be >= 0, got {self.ue_speed_kmh!r}")
         if not 0.0 <= self.indoor_probability <= 1.0:
-            raise ValueError(f"indoor_probability must be in [0, 1], got "
-                             f"{self.indoor_probability!r}")
+            raise ValueError(
+                f"indoor_probability must be in [0, 1], got {self.indoor_probability!r}"
+            )
         if self.paired_ul_dl is not None:
             pair = tuple(float(f) for f in self.paired_ul_dl)
             if len(pair) != 2 or not all(math.isfinite(f) and f > 0 for f in pair):
-                raise ValueError(f"paired_ul_dl must be two positive carriers in GHz (UL, DL), "
-                                 f"got {self.paired_ul_dl!r}")
+                raise ValueError(
+                    f"paired_ul_dl must be two positive carriers in GHz (UL, DL), "
+                    f"got {self.paired_ul_dl!r}"
+                )
             object.__setattr__(self, "paired_ul_dl", pair)
 
     @property
@@ -167,7 +172,13 @@ class SionnaChunk:
 
 
 def import_sionna() -> SimpleNamespace:
-    """The Sionna pieces used here, or MissingDependencyError naming the extra."""
+    """The Sionna pieces used here, or MissingDependencyError naming the extra.
+
+    Importing Sionna the first time reseeds torch's global generator; its state is restored.
+    """
+    import torch
+
+    state = torch.random.get_rng_state()
     try:
         import sionna
         from sionna.phy import config
@@ -178,10 +189,15 @@ def import_sionna() -> SimpleNamespace:
             "3GPP TR 38.901 data need Sionna, the optional 'sionna' extra (package "
             f"sionna-no-rt): {SIONNA_EXTRA_HINT} ({exc})"
         ) from None
+    finally:
+        torch.random.set_rng_state(state)
     return SimpleNamespace(
-        version=getattr(sionna, "__version__", "unknown"), config=config,
-        topology=gen_single_sector_topology, frequencies=subcarrier_frequencies,
-        models={"uma": UMa, "umi": UMi, "rma": RMa}, PanelArray=PanelArray,
+        version=getattr(sionna, "__version__", "unknown"),
+        config=config,
+        topology=gen_single_sector_topology,
+        frequencies=subcarrier_frequencies,
+        models={"uma": UMa, "umi": UMi, "rma": RMa},
+        PanelArray=PanelArray,
     )
 
 
@@ -202,22 +218,43 @@ def _arrays(sn: SimpleNamespace, cfg: SionnaConfig) -> tuple[Any, Any]:
     """(BS array, UE array), both with element spacing set at the DL carrier."""
     fc = cfg.dl_carrier_hz
     if cfg.array == "ula":
-        bs = sn.PanelArray(num_rows_per_panel=1, num_cols_per_panel=GRID, polarization="single",
-                           polarization_type="V", antenna_pattern="38.901", carrier_frequency=fc)
+        bs = sn.PanelArray(
+            num_rows_per_panel=1,
+            num_cols_per_panel=GRID,
+            polarization="single",
+            polarization_type="V",
+            antenna_pattern="38.901",
+            carrier_frequency=fc,
+        )
     else:
-        bs = sn.PanelArray(num_rows_per_panel=4, num_cols_per_panel=4, polarization="dual",
-                           polarization_type="cross", antenna_pattern="38.901",
-                           carrier_frequency=fc)
-    ue = sn.PanelArray(num_rows_per_panel=1, num_cols_per_panel=1, polarization="single",
-                       polarization_type="V", antenna_pattern="omni", carrier_frequency=fc)
+        bs = sn.PanelArray(
+            num_rows_per_panel=4,
+            num_cols_per_panel=4,
+            polarization="dual",
+            polarization_type="cross",
+            antenna_pattern="38.901",
+            carrier_frequency=fc,
+        )
+    ue = sn.PanelArray(
+        num_rows_per_panel=1,
+        num_cols_per_panel=1,
+        polarization="single",
+        polarization_type="V",
+        antenna_pattern="omni",
+        carrier_frequency=fc,
+    )
     return bs, ue
 
 
 def _model(sn: SimpleNamespace, cfg: SionnaConfig, carrier_hz: float, arrays: tuple[Any, Any]):
     bs, ue = arrays
     cls = sn.models[cfg.scenario]
-    kwargs: dict[str, Any] = {"carrier_frequency": carrier_hz, "ut_array": ue, "bs_array": bs,
-                              "direction": "downlink"}
+    kwargs: dict[str, Any] = {
+        "carrier_frequency": carrier_hz,
+        "ut_array": ue,
+        "bs_array": bs,
+        "direction": "downlink",
+    }
     if cfg.scenario != "rma":
         kwargs["o2i_model"] = "low"
     return cls(**kwargs)
@@ -247,9 +284,7 @@ def _reuse_rays(ul_model: Any, dl_model: Any, rays: Any) -> None:
         ) from None
 
 
-def _frequency_response(
-    a: Any, tau: Any, freqs_hz: Any
-) -> Any:
+def _frequency_response(a: Any, tau: Any, freqs_hz: Any) -> Any:
     """H (B, ant, K) = sum_p a[b, ant, p] exp(-j 2 pi f_k tau[b, p]), complex64."""
     import torch
 
@@ -281,8 +316,14 @@ def _rho_grid(cfg: SionnaConfig) -> np.ndarray:
 
 
 def sionna_chunks(
-    n: int, config: SionnaConfig, *, seed: int = 0, chunk: int = DEFAULT_CHUNK,
-    progress: bool = False, with_freq: bool = False, desc: str = "sionna",
+    n: int,
+    config: SionnaConfig,
+    *,
+    seed: int = 0,
+    chunk: int = DEFAULT_CHUNK,
+    progress: bool = False,
+    with_freq: bool = False,
+    desc: str = "sionna",
 ) -> Iterator[SionnaChunk]:
     """Generate `n` drops, `chunk` at a time (deterministic for a given seed and chunk)."""
     import torch
@@ -309,9 +350,13 @@ def sionna_chunks(
                     if model is not None:
                         model.reset_topology()
             topology = sn.topology(
-                size, 1, config.scenario, bs_height=config.bs_height,
+                size,
+                1,
+                config.scenario,
+                bs_height=config.bs_height,
                 indoor_probability=config.indoor_probability,
-                min_ut_velocity=speed, max_ut_velocity=speed,
+                min_ut_velocity=speed,
+                max_ut_velocity=speed,
             )
             dl_model.set_topology(*topology, los=los)
             out = dl_model(num_time_samples=1, sampling_frequency=1.0)
@@ -331,14 +376,17 @@ def sionna_chunks(
             norm = np.where(norm > 0, norm, 1.0)
             hf = None
             if with_freq:
-                angle = torch.fft.fft(a.cpu()[:, 0, 0, 0, :, :, 0], dim=1)[:, None, None, None,
-                                                                          :, :, None]
+                angle = torch.fft.fft(a.cpu()[:, 0, 0, 0, :, :, 0], dim=1)[
+                    :, None, None, None, :, :, None
+                ]
                 hf = _frequency_response(angle, tau.cpu(), rho_freqs).numpy()
                 hf = (hf / (2.0 * norm[:, None, None])).astype(np.complex64)
             yield SionnaChunk(
-                start=start, dl=_csi_rows(ha_dl, norm),
+                start=start,
+                dl=_csi_rows(ha_dl, norm),
                 ul=None if ha_ul is None else _csi_rows(ha_ul, norm),
-                norm=norm, hf=hf,
+                norm=norm,
+                hf=hf,
             )
             bar.update(size)
 
@@ -379,9 +427,16 @@ def write_sionna_dataset(
     from csideploy.calibration.synthetic import split_seeds
 
     config = SionnaConfig(
-        scenario=scenario, los=los, carrier_ghz=carrier_ghz, subcarriers=subcarriers,
-        spacing_khz=spacing_khz, antennas=antennas, keep_delay=keep_delay,
-        ue_speed_kmh=ue_speed_kmh, array=array, indoor_probability=indoor_probability,
+        scenario=scenario,
+        los=los,
+        carrier_ghz=carrier_ghz,
+        subcarriers=subcarriers,
+        spacing_khz=spacing_khz,
+        antennas=antennas,
+        keep_delay=keep_delay,
+        ue_speed_kmh=ue_speed_kmh,
+        array=array,
+        indoor_probability=indoor_probability,
         paired_ul_dl=paired_ul_dl,
     )
     sn = import_sionna()  # fail before touching the disk
@@ -395,8 +450,9 @@ def write_sionna_dataset(
     with tempfile.TemporaryDirectory(prefix=f".{target.name}.", dir=target.parent) as tmp:
         staging = Path(tmp)
         for split in ("train", "val", "test"):
-            _write_split(staging, names, split, counts[split], seeds[split], config, chunk,
-                         progress)
+            _write_split(
+                staging, names, split, counts[split], seeds[split], config, chunk, progress
+            )
         manifest = {
             "generator": GENERATOR_ID,
             "source": f"sionna {sn.version}, 3GPP TR 38.901 {config.scenario.upper()}",
@@ -419,13 +475,18 @@ def write_sionna_dataset(
         }
         (staging / names["manifest"]).write_text(json.dumps(manifest, indent=2) + "\n")
         move_into_place(staging, target, names.values())
-    return WrittenDataset({role: target / name for role, name in names.items()}, counts,
-                          manifest)
+    return WrittenDataset({role: target / name for role, name in names.items()}, counts, manifest)
 
 
 def _write_split(
-    staging: Path, names: dict[str, str], split: str, size: int, seed: int,
-    config: SionnaConfig, chunk: int, progress: bool,
+    staging: Path,
+    names: dict[str, str],
+    split: str,
+    size: int,
+    seed: int,
+    config: SionnaConfig,
+    chunk: int,
+    progress: bool,
 ) -> None:
     shapes: dict[str, tuple[int, int, Any]] = {
         DL_VARIABLE: (size, 2 * GRID * GRID, np.float32),
@@ -434,13 +495,20 @@ def _write_split(
     if config.paired_ul_dl is not None:
         shapes[UL_VARIABLE] = (size, 2 * GRID * GRID, np.float32)
     with_freq = split == "test"
-    freq = (MatStreamWriter(staging / names["testF"], {"HF_all": (size, GRID * N_FREQ,
-                                                                  np.complex64)})
-            if with_freq else None)
+    freq = (
+        MatStreamWriter(staging / names["testF"], {"HF_all": (size, GRID * N_FREQ, np.complex64)})
+        if with_freq
+        else None
+    )
     try:
         with MatStreamWriter(staging / names[split], shapes) as writer:
             for part in sionna_chunks(
-                size, config, seed=seed, chunk=chunk, progress=progress, with_freq=with_freq,
+                size,
+                config,
+                seed=seed,
+                chunk=chunk,
+                progress=progress,
+                with_freq=with_freq,
                 desc=f"sionna {config.scenario} {split}",
             ):
                 writer.write(DL_VARIABLE, part.start, part.dl)

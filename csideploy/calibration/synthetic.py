@@ -17,10 +17,11 @@ Channel model (a simple clustered multipath model, in the spirit of COST2100/3GP
 - The first arrival is uniform in [0, first_arrival_ns): timing is synchronised to it, which
   is why the energy sits in the first delay rows.
 
-Spatial-frequency channel: H[n, f] = sum_p g_p exp(-j pi n sin(theta_p)) exp(-j 2 pi f t_p / 1024),
+Spatial-frequency channel: H[n, f] = sum_p g_p e^{-j pi n sin(theta_p)} e^{-j 2pi f t_p / 1024},
 with n the antenna, f the subcarrier and t_p the delay in bins. The angular-delay CSI is the
 2-D DFT used by CsiNet: DFT across antennas (angle), inverse DFT across subcarriers (delay),
-keeping the first 32 delay rows: Ha[k, d] = (1/1024) sum_{n,f} H[n,f] e^{-j2pi nk/32} e^{+j2pi fd/1024}.
+keeping the first 32 delay rows:
+Ha[k, d] = (1/1024) sum_{n, f} H[n, f] e^{-j 2pi nk/32} e^{+j 2pi fd/1024}, k, d = 0..31.
 
 Building H (32 x 1024 per sample) and running FFTs would cost far more than the 20,000
 samples/s the toolkit needs, so `generate` evaluates the same 2-D DFT in closed form: each
@@ -63,7 +64,7 @@ N_SUBCARRIERS = 1024
 N_DELAY = 32
 N_FREQ = 125
 RHO_FFT = 257
-CHUNK = 1024
+CHUNK = 256
 """Samples generated per chunk. Fixed: output bytes depend on it, not on memory or threads."""
 
 GENERATOR_ID = "csideploy.synthetic/1"
@@ -172,6 +173,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "pdp_decay_ns": 20.0,
         "shadowing_db": 3.0,
         "first_arrival_ns": 50.0,
+        "scale": 0.009708,  # = _calibrated_scale of this preset, to 4 significant digits
     },
     # 300 MHz rural: more clusters, wider angular spread, longer delays -> far less sparse.
     "outdoor": {
@@ -187,11 +189,12 @@ PRESETS: dict[str, dict[str, Any]] = {
         "pdp_decay_ns": 150.0,
         "shadowing_db": 3.0,
         "first_arrival_ns": 50.0,
+        "scale": 0.01471,  # = _calibrated_scale of this preset, to 4 significant digits
     },
 }
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _preset(key: str) -> SyntheticConfig:
     return SyntheticConfig(**PRESETS[key])
 
@@ -203,9 +206,15 @@ def _calibrated_scale(unscaled: SyntheticConfig) -> float:
     Like COST2100's release, one scale for the whole data set; deterministic because the
     reference batch has a fixed seed. Samples of other seeds may exceed it a little and clip.
     """
-    ha = _angular_delay_chunk(_draw_paths(unscaled, _SCALE_SAMPLES, _rng(_SCALE_SEED, 0)))
-    peak = max(float(np.abs(ha.real).max()), float(np.abs(ha.imag).max()))
-    return 0.5 / peak
+    paths = _draw_paths(unscaled, _SCALE_SAMPLES, _rng(_SCALE_SEED, 0))
+    peak = 0.0
+    for start in range(0, _SCALE_SAMPLES, CHUNK):  # in chunks: bounded memory
+        part = Paths(
+            *(a[start : start + CHUNK] for a in (paths.sin_angle, paths.delay, paths.gain))
+        )
+        ha = _angular_delay_chunk(part)
+        peak = max(peak, float(np.abs(ha.real).max()), float(np.abs(ha.imag).max()))
+    return float(f"{0.5 / peak:.4g}")  # rounded: a stable figure to record
 
 
 # --------------------------------------------------------------------------- paths
@@ -246,8 +255,7 @@ def _draw_paths(cfg: SyntheticConfig, batch: int, rng: np.random.Generator) -> P
     gauss = rng.standard_normal((batch, c, m, 2))
     gain = (gauss[..., 0] + 1j * gauss[..., 1]) * np.sqrt(power[:, :, None] / (2.0 * m))
     return Paths(
-        sin_angle=_off_grid(np.sin(angle).reshape(batch, -1) * (N_ANTENNAS / 2))
-        / (N_ANTENNAS / 2),
+        sin_angle=_off_grid(np.sin(angle).reshape(batch, -1) * (N_ANTENNAS / 2)) / (N_ANTENNAS / 2),
         delay=_off_grid((delay_ns * bins_per_ns).reshape(batch, -1)),
         gain=gain.reshape(batch, -1),
     )
@@ -303,18 +311,43 @@ def _weighted_reciprocal_sines(
     sin(x + y_j) = sin(x) cos(y_j) + cos(x) sin(y_j) is a rank-2 product, so the denominators
     are one float32 matrix product of (sin x, cos x) / weight with `bins` = rows (cos y, sin y);
     dividing the basis by the weight before the reciprocal folds the weight in for free.
-    Float32 cancellation only hurts the one bin per path where the sine nearly vanishes,
-    `nearest` (B, P): that entry is recomputed in float64. Every other |sine| exceeds
-    sin(|step| / 2), so it stays precise. Zero weights are made 1e-30 (contributing ~0).
+    Float32 only hurts the one bin per path where the sine nearly vanishes, `nearest` (B, P):
+    that entry is recomputed in float64. Every other |sine| exceeds sin(|step| / 2), so it
+    stays precise. Weights below 1e-30 in magnitude (inactive clusters) are made 1e-30.
     """
-    safe = np.where(np.abs(weights) < 1e-30, 1e-30, weights)[..., None]  # (B, P, W, 1)
-    basis = np.stack([np.sin(x), np.cos(x)], axis=-1)[:, :, None, :] / safe  # (B, P, W, 2)
-    # one (B*P*W, 2) x (2, 32) product: a 4-D matmul would loop over B*P tiny products
-    den = (basis.astype(np.float32).reshape(-1, 2) @ bins).reshape(*basis.shape[:3], -1)
-    exact = (np.sin(x + step * nearest)[..., None] / safe[..., 0]).astype(np.float32)
-    index = np.broadcast_to(nearest[:, :, None, None], (*exact.shape, 1))
-    np.put_along_axis(den, index, exact[..., None], axis=-1)
-    return np.reciprocal(den, out=den)
+    safe = np.where(np.abs(weights) < 1e-30, 1e-30, weights)  # (B, P, W) float64
+    x32 = np.mod(x, 2 * np.pi).astype(np.float32)  # float32 trigonometry wants small angles
+    trig = np.stack([np.sin(x32), np.cos(x32)], axis=-1)  # (B, P, 2)
+    basis = trig[:, :, None, :] / safe[..., None].astype(np.float32)  # (B, P, W, 2)
+    den = _small_matmul(basis.reshape(-1, 2), bins)  # (B*P*W, 32)
+    exact = np.sin(x + step * nearest)[..., None] / safe  # (B, P, W) float64
+    cols = np.repeat(nearest.ravel(), weights.shape[-1])
+    den[np.arange(len(den)), cols] = exact.ravel()
+    np.reciprocal(den, out=den)
+    return den.reshape(*basis.shape[:3], -1)
+
+
+_BLAS_SINGLE_THREAD = 262_144
+"""OpenBLAS runs a GEMM with m*n*k at most this on one thread. Bigger products go
+multi-threaded, which for these memory-bound shapes only adds spinning threads (and, under
+CPU contention or beside pytest-xdist workers, slows things down many times), so products are
+cut into pieces below it."""
+
+
+def _small_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a (M, K) @ b (K, N) as row blocks each below `_BLAS_SINGLE_THREAD` (see there)."""
+    rows = max(1, _BLAS_SINGLE_THREAD // (a.shape[1] * b.shape[1]))
+    m = len(a)
+    if m <= rows:
+        return a @ b
+    full = (m // rows) * rows
+    out = np.empty((m, b.shape[1]), dtype=np.result_type(a, b))
+    np.matmul(
+        a[:full].reshape(-1, rows, a.shape[1]), b, out=out[:full].reshape(-1, rows, b.shape[1])
+    )
+    if full < m:
+        np.matmul(a[full:], b, out=out[full:])
+    return out
 
 
 def _angle_phase(paths: Paths) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -322,6 +355,7 @@ def _angle_phase(paths: Paths) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
     sum_n e^{-j pi n s} e^{-j 2pi nk/32} = alpha_p beta_k / sin(u_p + v_k) with
     alpha = e^{-j 31 u} sin(32 u); the sine nearly vanishes where 16 s + k = 0 (mod 32).
+    sin(32 u) vanishes there too, so it is taken in float64.
     """
     u = np.pi * paths.sin_angle / 2
     nearest = np.mod(-np.rint(paths.sin_angle * (N_ANTENNAS / 2)), N_ANTENNAS).astype(np.intp)
@@ -334,21 +368,24 @@ def _delay_terms(paths: Paths) -> tuple[np.ndarray, np.ndarray]:
 
     (1/1024) sum_f e^{-j 2pi f t/1024} e^{j 2pi fd/1024} = delta_p gamma_d / sin(s_p - w_d),
     s = pi t / 1024, delta = (1/1024) sin(pi t) e^{-j 1023 s}. The sine nearly vanishes at
-    the delay bin nearest t (clamped to the kept rows; elsewhere it is large anyway).
+    the delay bin nearest t modulo 1024 (clamped to the kept rows; elsewhere it is large).
     """
     s = np.pi * paths.delay / N_SUBCARRIERS
     delta = np.sin(np.pi * paths.delay) / N_SUBCARRIERS * _unit(-(N_SUBCARRIERS - 1) * s)
-    nearest = np.clip(np.rint(paths.delay), 0, N_DELAY - 1).astype(np.intp)
+    nearest = np.mod(np.rint(paths.delay), N_SUBCARRIERS)
+    nearest = np.minimum(nearest, N_DELAY - 1).astype(np.intp)
     ones = np.ones((*s.shape, 1))
     recip = _weighted_reciprocal_sines(s, _bin_factors()[1], nearest, -np.pi / N_SUBCARRIERS, ones)
     return delta, recip[:, :, 0]
 
 
 def _unit(phase: np.ndarray) -> np.ndarray:
-    """e^{j phase} from real cos and sin (cheaper than numpy's complex exp)."""
-    out = np.empty(phase.shape, dtype=np.complex128)
-    out.real = np.cos(phase)
-    out.imag = np.sin(phase)
+    """e^{j phase} as complex64: reduced modulo 2 pi in float64, then float32 cos and sin
+    (numpy's float32 trigonometry is vectorised, several times faster than float64)."""
+    reduced = np.mod(phase, 2 * np.pi).astype(np.float32)
+    out = np.empty(phase.shape, dtype=np.complex64)
+    out.real = np.cos(reduced)
+    out.imag = np.sin(reduced)
     return out
 
 
@@ -396,12 +433,25 @@ def _csi_into(out: np.ndarray, paths: Paths, scale: float) -> None:
 
 def _freq_chunk(paths: Paths) -> np.ndarray:
     """HF (B, 32 angle, 125 frequencies) complex64, unscaled: the angle-domain channel at
-    fractional subcarriers f_m = 1024 m / 257 (the grid of the rho evaluator's FFT)."""
-    left = _angle_weighted(paths, paths.gain)  # (B, P, 2, 32)
-    weights = (left[:, :, 0] + 1j * left[:, :, 1]).astype(np.complex64)  # (B, P, 32)
-    beta = _bin_factors()[2][:, 0]  # gamma_0 = 1, so column 0 is beta
+    fractional subcarriers f_m = 1024 m / 257 (the grid of the rho evaluator's FFT).
+
+    HF[k, m] = beta_k sum_p (g alpha / sin(u + v_k))_p e^{-j 2pi m t_p / 257}, done as one real
+    (B, 64, P) x (B, P, 250) product: small complex products are slow in multi-threaded BLAS.
+    """
+    left = _angle_weighted(paths, paths.gain)  # (B, P, 2, 32): Re, Im
+    batch, n_paths = left.shape[:2]
     phase = _unit((-2 * np.pi / RHO_FFT) * paths.delay[..., None] * np.arange(N_FREQ))
-    hf = np.matmul(weights.transpose(0, 2, 1), phase.astype(np.complex64))
+    right = np.concatenate([phase.real, phase.imag], axis=-1)  # (B, P, 250)
+    lhs = left.reshape(batch, n_paths, -1).transpose(0, 2, 1)  # (B, 64, P)
+    width = max(1, _BLAS_SINGLE_THREAD // (lhs.shape[1] * n_paths))
+    prod = np.concatenate(
+        [np.matmul(lhs, right[..., i : i + width]) for i in range(0, right.shape[-1], width)],
+        axis=-1,
+    )
+    rr, ri = prod[:, :N_ANTENNAS, :N_FREQ], prod[:, :N_ANTENNAS, N_FREQ:]
+    ir, ii = prod[:, N_ANTENNAS:, :N_FREQ], prod[:, N_ANTENNAS:, N_FREQ:]
+    hf = (rr - ii) + 1j * (ri + ir)
+    beta = _bin_factors()[2][:, 0]  # gamma_0 = 1, so column 0 is beta
     return (hf * beta[:, None]).astype(np.complex64)
 
 
@@ -468,6 +518,7 @@ def generate(
     `HF_all`-style complex64 (n, 32, 125) for rho (see the module docstring).
     """
     n, seed = _check_count("n", n, 1), _check_count("seed", seed, 0)
+    workers = _default_workers() if workers is None else _check_count("workers", workers, 1)
     cfg = _config(scenario)
     scale = float(cfg.scale)  # type: ignore[arg-type]  # set in __post_init__
     x = np.empty((n, 2, N_ANTENNAS, N_DELAY), dtype=np.float32)
@@ -483,7 +534,7 @@ def generate(
         return stop - start
 
     chunks = range(-(-n // CHUNK))
-    threads = min(_default_workers() if workers is None else int(workers), len(chunks))
+    threads = min(workers, len(chunks))
     with _progress_bar(n, progress, cfg.name) as bar:
         if threads <= 1:
             for index in chunks:
@@ -575,9 +626,11 @@ def write_synthetic_dataset(
     seeds (disjoint, from `split_seeds`). Default fractions match COST2100's 100k/30k/20k.
     Files are written into a temporary directory and moved into place.
     """
-    from csideploy.calibration.io import save_csi_freq_mat, save_csi_mat, split_filename
+    from csideploy.calibration.io import split_filename
 
     cfg = _config(scenario)
+    if cfg.name not in ("indoor", "outdoor"):
+        raise ValueError(f"config name {cfg.name!r} must be indoor or outdoor (it names the files)")
     counts = _split_counts(n, val_fraction, test_fraction)
     seeds = split_seeds(seed)
     names = {s: split_filename(s, cfg.name) for s in ("train", "val", "test", "testF")}
@@ -585,21 +638,36 @@ def write_synthetic_dataset(
     target = Path(out_dir)
     _refuse_existing(target, names.values(), overwrite)
     target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f".{target.name}.", dir=target.parent) as tmp:
-        staging = Path(tmp)
-        for split in ("train", "val", "test"):
-            out = generate(
-                counts[split], scenario=cfg, seed=seeds[split], progress=progress,
-                return_freq=split == "test",
-            )
-            x, hf = out if isinstance(out, tuple) else (out, None)
-            save_csi_mat(staging / names[split], x)
-            if hf is not None:
-                save_csi_freq_mat(staging / names["testF"], hf)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        _write_splits(staging, cfg, counts, seeds, names, progress)
         manifest = _manifest(cfg, n=n, seed=seed, seeds=seeds, counts=counts, names=names)
         (staging / names["manifest"]).write_text(json.dumps(manifest, indent=2) + "\n")
         _move_into_place(staging, target, names.values())
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return {role: target / name for role, name in names.items()}
+
+
+def _write_splits(
+    staging: Path,
+    cfg: SyntheticConfig,
+    counts: dict[str, int],
+    seeds: dict[str, int],
+    names: dict[str, str],
+    progress: bool,
+) -> None:
+    """Generate each split with its own seed and save it (the test split with HF_all)."""
+    from csideploy.calibration.io import save_csi_freq_mat, save_csi_mat
+
+    for split in ("train", "val"):
+        x = generate(counts[split], scenario=cfg, seed=seeds[split], progress=progress)
+        save_csi_mat(staging / names[split], x)
+    x, hf = generate(
+        counts["test"], scenario=cfg, seed=seeds["test"], progress=progress, return_freq=True
+    )
+    save_csi_mat(staging / names["test"], x)
+    save_csi_freq_mat(staging / names["testF"], hf)
 
 
 def _split_counts(n: int, val_fraction: float, test_fraction: float) -> dict[str, int]:
@@ -652,8 +720,22 @@ def _refuse_existing(target: Path, names: Any, overwrite: bool) -> None:
 
 
 def _move_into_place(staging: Path, target: Path, names: Any) -> None:
-    """Rename the staged files into `target` (each os.replace is atomic)."""
+    """Put the staged files at `target`: one directory rename when `target` does not exist
+    yet (all or nothing), else one atomic os.replace per file."""
+    if not target.exists():
+        try:
+            os.rename(staging, target)
+            _chmod_dir(target)
+            return
+        except OSError:  # lost a race to another writer: fall back to per-file moves
+            pass
     target.mkdir(parents=True, exist_ok=True)
     for name in names:
         os.replace(staging / name, target / name)
-    shutil.rmtree(staging, ignore_errors=True)
+
+
+def _chmod_dir(path: Path) -> None:
+    """Give a mkdtemp directory (0700) the permissions a plain mkdir would have."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o777 & ~umask)

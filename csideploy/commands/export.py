@@ -18,44 +18,143 @@ from csideploy.export import (
 
 @click.command("export")
 @click.option("--model", "model_name", required=True, help="Zoo model name, e.g. clnet.")
-@click.option("--cr", type=int, default=None,
-              help="Compression reduction, e.g. 4 for 1/4 [default: the checkpoint's, else 4].")
-@click.option("--checkpoint", default=None, type=click.Path(dir_okay=False),
-              help="Checkpoint file [default: the shipped one for (model, CR)].")
-@click.option("--int8", type=click.Choice(INT8_MODES), is_flag=False, flag_value="static",
-              default=None, help="Also write an INT8 encoder; bare --int8 means static.")
-@click.option("--calib", default=None, type=click.Path(dir_okay=False),
-              help="Calibration CSI (.mat/.npy/.npz) [default: synthetic indoor].")
-@click.option("--calib-samples", type=int, default=DEFAULT_CALIB_SAMPLES, show_default=True,
-              help=f"Calibration samples (at least {MIN_CALIB_SAMPLES}).")
-@click.option("--calib-method", type=click.Choice(CALIBRATION_METHODS), default="minmax",
-              show_default=True, help="How static INT8 picks activation ranges.")
-@click.option("--eval", "eval_data", default=None, type=click.Path(dir_okay=False),
-              help="Evaluation CSI for the numerics gates [default: synthetic indoor].")
+@click.option(
+    "--cr",
+    type=int,
+    default=None,
+    help="Compression reduction, e.g. 4 for 1/4 [default: the checkpoint's, else 4].",
+)
+@click.option(
+    "--checkpoint",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="Checkpoint file [default: the shipped one for (model, CR)].",
+)
+@click.option(
+    "--int8",
+    type=click.Choice(INT8_MODES),
+    is_flag=False,
+    flag_value="static",
+    default=None,
+    help="Also write an INT8 encoder; bare --int8 means static.",
+)
+@click.option(
+    "--calib",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="Calibration CSI (.mat/.npy/.npz) [default: synthetic indoor].",
+)
+@click.option(
+    "--calib-samples",
+    type=int,
+    default=DEFAULT_CALIB_SAMPLES,
+    show_default=True,
+    help=f"Calibration samples (at least {MIN_CALIB_SAMPLES}).",
+)
+@click.option(
+    "--calib-method",
+    type=click.Choice(CALIBRATION_METHODS),
+    default="minmax",
+    show_default=True,
+    help="How static INT8 picks activation ranges.",
+)
+@click.option(
+    "--eval",
+    "eval_data",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="Evaluation CSI for the numerics gates [default: synthetic indoor].",
+)
 @click.option("--eval-samples", type=int, default=DEFAULT_EVAL_SAMPLES, show_default=True)
-@click.option("--max-nmse-drop", type=float, default=DEFAULT_MAX_NMSE_DROP_DB, show_default=True,
-              help="Largest NMSE loss (dB) an INT8 encoder may have; 'inf' accepts any.")
+@click.option(
+    "--max-nmse-drop",
+    type=float,
+    default=DEFAULT_MAX_NMSE_DROP_DB,
+    show_default=True,
+    help="Largest NMSE loss (dB) an INT8 encoder may have; 'inf' accepts any.",
+)
 @click.option("--opset", type=int, default=DEFAULT_OPSET, show_default=True)
-@click.option("--out", "out_dir", default=None, type=click.Path(),
-              help="Output directory [default: artifacts/<model>-cr<N>].")
+@click.option(
+    "--out",
+    "out_dir",
+    default=None,
+    type=click.Path(),
+    help="Output directory [default: artifacts/<model>-cr<N>].",
+)
+@click.option(
+    "--format",
+    "formats",
+    default="onnx,tflite",
+    show_default=True,
+    help="Comma-separated formats: onnx, tflite (tflite needs the 'tflite' extra).",
+)
+@click.option(
+    "--layout",
+    type=click.Choice(["nchw", "nhwc"]),
+    default="nchw",
+    show_default=True,
+    help="TFLite input layout (nhwc: channel-last buffers).",
+)
+@click.option(
+    "--io",
+    "tflite_io",
+    type=click.Choice(["int8", "float"]),
+    default="int8",
+    show_default=True,
+    help="I/O dtype of the full-integer TFLite encoder.",
+)
+@click.option(
+    "--version",
+    "version",
+    default="0.1.0",
+    show_default=True,
+    help="Artifact version (semver) recorded in the manifest.",
+)
 @click.option("--force", is_flag=True, help="Replace an existing output directory.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @reports_errors
 def export_command(
-    model_name: str, cr: int | None, checkpoint: str | None, int8: str | None,
-    calib: str | None, calib_samples: int, calib_method: str, eval_data: str | None,
-    eval_samples: int, max_nmse_drop: float, opset: int, out_dir: str | None, force: bool,
+    model_name: str,
+    cr: int | None,
+    checkpoint: str | None,
+    int8: str | None,
+    calib: str | None,
+    calib_samples: int,
+    calib_method: str,
+    eval_data: str | None,
+    eval_samples: int,
+    max_nmse_drop: float,
+    opset: int,
+    out_dir: str | None,
+    formats: str,
+    layout: str,
+    tflite_io: str,
+    version: str,
+    force: bool,
     as_json: bool,
 ) -> None:
-    """Export the UE encoder (and BS decoder) to ONNX, gated against the float model."""
+    """Export the UE encoder (ONNX, TFLite; float and INT8) and the BS decoder, gated."""
     from csideploy.export.numerics import NmseGateError
     from csideploy.export.recipe import ExportConfig, run_export
 
     config = ExportConfig(
-        model=model_name, cr=cr, checkpoint=checkpoint, int8=int8, calib=calib,
-        calib_samples=calib_samples, calib_method=calib_method, eval_data=eval_data,
-        eval_samples=eval_samples, max_nmse_drop=max_nmse_drop, opset=opset, out=out_dir,
+        model=model_name,
+        cr=cr,
+        checkpoint=checkpoint,
+        int8=int8,
+        calib=calib,
+        calib_samples=calib_samples,
+        calib_method=calib_method,
+        eval_data=eval_data,
+        eval_samples=eval_samples,
+        max_nmse_drop=max_nmse_drop,
+        opset=opset,
+        out=out_dir,
         force=force,
+        formats=tuple(f.strip() for f in formats.split(",") if f.strip()),
+        layout=layout,
+        tflite_io=tflite_io,
+        version=version,
     )
     try:
         result = run_export(config)

@@ -14,45 +14,100 @@ _CONVENTIONS = ("linear", "batch_db", "sample_db")
 @click.command("train")
 @click.option("--model", "model_name", required=True, help="Zoo model name, e.g. clnet.")
 @click.option("--cr", type=int, required=True, help="Compression reduction, e.g. 4 for 1/4.")
-@click.option("--data", "data_dir", required=True, type=click.Path(path_type=Path),
-              help="Directory with DATA_Htrain*.mat and DATA_Hval*.mat.")
+@click.option(
+    "--data",
+    "data_dir",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Directory with DATA_Htrain*.mat and DATA_Hval*.mat.",
+)
 @click.option("--epochs", type=int, required=True, help="Number of epochs.")
-@click.option("--scheduler", type=click.Choice(["cosine", "const"]), default="cosine",
-              show_default=True, help="Warm-up + cosine annealing, or a constant rate.")
+@click.option(
+    "--scheduler",
+    type=click.Choice(["cosine", "const"]),
+    default="cosine",
+    show_default=True,
+    help="Warm-up + cosine annealing, or a constant rate.",
+)
 @click.option("--lr", type=float, default=2e-3, show_default=True, help="Peak learning rate.")
 @click.option("--batch-size", type=int, default=200, show_default=True)
-@click.option("--warmup-epochs", type=int, default=30, show_default=True,
-              help="Linear warm-up (clamped to 10% of the epochs).")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
-              show_default=True)
-@click.option("--scenario", type=click.Choice(["indoor", "outdoor"]), default=None,
-              help="Pick DATA_H*in or DATA_H*out when the directory holds both.")
-@click.option("--out", "out_path", type=click.Path(path_type=Path), default=None,
-              help="Checkpoint to write [default: <model>_cr<cr>.pt].")
+@click.option(
+    "--warmup-epochs",
+    type=int,
+    default=30,
+    show_default=True,
+    help="Linear warm-up (clamped to 10% of the epochs).",
+)
+@click.option(
+    "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True
+)
+@click.option(
+    "--scenario",
+    type=click.Choice(["indoor", "outdoor"]),
+    default=None,
+    help="Pick DATA_H*in or DATA_H*out when the directory holds both.",
+)
+@click.option(
+    "--out",
+    "out_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Checkpoint to write [default: <model>_cr<cr>.pt].",
+)
 @click.option("--resume", is_flag=True, help="Continue from <out>.resume.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--threads",
+    type=int,
+    default=None,
+    help="CPU threads for torch (1 is fastest on a CPU shared with other jobs).",
+)
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @reports_errors
 def train_command(
-    model_name: str, cr: int, data_dir: Path, epochs: int, scheduler: str, lr: float,
-    batch_size: int, warmup_epochs: int, device: str, scenario: str | None,
-    out_path: Path | None, resume: bool, seed: int, no_progress: bool, as_json: bool,
+    model_name: str,
+    cr: int,
+    data_dir: Path,
+    epochs: int,
+    scheduler: str,
+    lr: float,
+    batch_size: int,
+    warmup_epochs: int,
+    device: str,
+    scenario: str | None,
+    out_path: Path | None,
+    resume: bool,
+    seed: int,
+    threads: int | None,
+    no_progress: bool,
+    as_json: bool,
 ) -> None:
     """Train a model with the papers' recipe and write a project checkpoint."""
     from csideploy.train import TrainConfig, train
 
     try:
         config = TrainConfig(
-            epochs=epochs, batch_size=batch_size, lr=lr, scheduler=scheduler,
-            warmup_epochs=warmup_epochs, seed=seed, device=device,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            scheduler=scheduler,
+            warmup_epochs=warmup_epochs,
+            seed=seed,
+            device=device,
+            threads=threads,
         )
     except ValueError as error:
         raise click.BadParameter(str(error)) from None
     result = train(
-        model_name, cr, data_dir, config,
+        model_name,
+        cr,
+        data_dir,
+        config,
         out_path=out_path or Path(f"{model_name}_cr{cr}.pt"),
-        resume=resume, progress=not no_progress, scenario=scenario,
+        resume=resume,
+        progress=not no_progress,
+        scenario=scenario,
     )
     if as_json:
         echo_json(result.as_dict())
@@ -69,23 +124,52 @@ def train_command(
 @click.option("--model", "model_name", required=True, help="Zoo model name, e.g. clnet.")
 @click.option("--cr", type=int, default=None, help="Compression reduction (else from checkpoint).")
 @click.option("--checkpoint", required=True, type=click.Path(path_type=Path))
-@click.option("--data", required=True, type=click.Path(path_type=Path),
-              help="A CSI file (.mat/.npy/.npz) or a directory (its test split).")
-@click.option("--convention", type=click.Choice(_CONVENTIONS), default="linear",
-              show_default=True, help="How NMSE is averaged (see the README).")
+@click.option(
+    "--data",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="A CSI file (.mat/.npy/.npz) or a directory (its test split).",
+)
+@click.option(
+    "--convention",
+    type=click.Choice(_CONVENTIONS),
+    default="linear",
+    show_default=True,
+    help="How NMSE is averaged (see the README).",
+)
 @click.option("--scenario", type=click.Choice(["indoor", "outdoor"]), default=None)
 @click.option("--limit", type=int, default=None, help="Use only the first N samples.")
+@click.option(
+    "--hf",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="HF_all file for rho [default: DATA_HtestF*_all.mat beside the data].",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @reports_errors
 def evaluate_command(
-    model_name: str, cr: int | None, checkpoint: Path, data: Path, convention: str,
-    scenario: str | None, limit: int | None, as_json: bool,
+    model_name: str,
+    cr: int | None,
+    checkpoint: Path,
+    data: Path,
+    convention: str,
+    scenario: str | None,
+    limit: int | None,
+    hf: Path | None,
+    as_json: bool,
 ) -> None:
     """Reconstruction NMSE (dB) of a checkpoint on CSI data, under a named convention."""
     from csideploy.evaluate import evaluate_checkpoint
 
     result = evaluate_checkpoint(
-        model_name, checkpoint, data, convention=convention, cr=cr, scenario=scenario, limit=limit
+        model_name,
+        checkpoint,
+        data,
+        convention=convention,
+        cr=cr,
+        scenario=scenario,
+        limit=limit,
+        hf=hf,
     )
     if as_json:
         echo_json(result.as_dict())

@@ -11,14 +11,18 @@ from __future__ import annotations
 
 import importlib
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from csideploy.errors import DataError, MissingDependencyError, ShapeError
+
+if TYPE_CHECKING:
+    from csideploy.export.latency import LatencyResult
 
 TFLITE_EXTRA_HINT = "pip install 'csideploy[tflite]'"
 DEFAULT_RUNTIMES = ("ai_edge_litert", "tflite_runtime")
@@ -232,3 +236,62 @@ def encode_csi(
         csi = np.ascontiguousarray(csi.transpose(0, 2, 3, 1))
     codewords = runner.run(csi)
     return codewords.reshape(len(csi), -1)
+
+
+def litert_latency(
+    path: str | os.PathLike[str],
+    input_shape: Sequence[int] | None = None,
+    runs: int = 200,
+    *,
+    warmup: int = 20,
+    threads: int = 1,
+    runtimes: Sequence[str] = DEFAULT_RUNTIMES,
+) -> LatencyResult:
+    """p50 / p90 of one batch-1 call (set input, invoke, read output) on XNNPACK.
+
+    The input is random data in the file's own dtype, so an int8 file is timed without the
+    float conversion a caller may add. `input_shape` (without batch) is only checked against
+    the file: an NHWC file accepts the NCHW CSI shape, as both hold the same elements.
+    """
+    from csideploy.export.latency import LatencyResult
+
+    if runs < 1 or warmup < 0:
+        raise ValueError(f"runs must be >= 1 and warmup >= 0, got {runs}, {warmup}")
+    model = LiteRTModel(path, threads, runtimes=runtimes)
+    shape = model.input_shape
+    if input_shape is not None and int(np.prod(input_shape)) != int(np.prod(shape[1:])):
+        raise ShapeError(f"{model.path.name}: input is {shape}, not (1, {tuple(input_shape)})")
+    rng = np.random.default_rng(0)
+    if model.input_dtype == np.float32:
+        x = rng.random(shape, dtype=np.float32)
+    else:
+        info = np.iinfo(model.input_dtype)
+        x = rng.integers(info.min, info.max, size=shape, endpoint=True).astype(model.input_dtype)
+    for _ in range(warmup):
+        model.run_raw(x)
+    times = np.empty(runs)
+    for i in range(runs):
+        start = time.perf_counter_ns()
+        model.run_raw(x)
+        times[i] = (time.perf_counter_ns() - start) / 1e3
+    version = _runtime_version(model.runtime)
+    return LatencyResult(
+        runtime=f"{model.runtime} {version}".strip(),
+        threads=threads,
+        batch=shape[0],
+        runs=runs,
+        warmup=warmup,
+        p50_us=round(float(np.percentile(times, 50)), 1),
+        p90_us=round(float(np.percentile(times, 90)), 1),
+        min_us=round(float(times.min()), 1),
+    )
+
+
+def _runtime_version(package: str) -> str:
+    from importlib import metadata
+
+    distribution = package.replace("_", "-")
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return ""

@@ -159,9 +159,7 @@ def encoder_numerics(
 def decoder_numerics(reference: FloatReference, reconstruction: np.ndarray) -> Numerics:
     """A decoder artifact's reconstruction from the float codewords."""
     _check_same_shape("csi_hat", reference.reconstruction, reconstruction)
-    return _numerics(
-        "csi_hat", reference, reference.reconstruction, reconstruction, reconstruction
-    )
+    return _numerics("csi_hat", reference, reference.reconstruction, reconstruction, reconstruction)
 
 
 def _numerics(
@@ -221,7 +219,7 @@ def check_nmse_drop(
     if passed:
         return gate
     layers = tuple(layer_table()) if layer_table is not None else ()
-    worst = ", ".join(f"{row.tensor} ({_db(_rank(row))})" for row in layers[:3])
+    worst = ", ".join(f"{row.node} ({_db(_rank(row))} dB)" for row in layers[:3])
     message = (
         f"{what}: NMSE {numerics.nmse_db:.2f} dB vs float {numerics.float_nmse_db:.2f} dB "
         f"loses {drop:.2f} dB, above --max-nmse-drop {max_drop_db:g} dB"
@@ -236,12 +234,12 @@ def format_layer_table(layers: Sequence[LayerError], *, rows: int | None = 15) -
     """Markdown table of per-tensor SQNR, worst first (the first `rows`, or all)."""
     shown = list(layers if rows is None else layers[:rows])
     lines = [
-        "| tensor | op | local Q/DQ SQNR (dB) | SQNR vs float (dB) |",
+        "| layer (node) | tensor | local Q/DQ SQNR (dB) | SQNR vs float (dB) |",
         "|---|---|---:|---:|",
     ]
     for row in shown:
         local = "-" if row.local_sqnr_db is None else _db(row.local_sqnr_db)
-        lines.append(f"| {row.tensor} | {row.op_type} | {local} | {_db(row.sqnr_db)} |")
+        lines.append(f"| {row.node} | {row.tensor} | {local} | {_db(row.sqnr_db)} |")
     if rows is not None and len(layers) > rows:
         lines.append(f"| ... {len(layers) - rows} more | | | |")
     return "\n".join(lines)

@@ -20,6 +20,7 @@ silently keep 18, so the produced opset is checked and anything below 17 is refu
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import hashlib
 import io
@@ -146,11 +147,39 @@ def export_onnx(
             f"the ONNX exporter could not produce opset {opset} for the {role} "
             f"(it produced {produced}); use --opset {MIN_OPSET}..{MAX_OPSET}"
         )
+    name_nodes_by_module(model.graph)
     canonicalize(model, graph_name=role, metadata=metadata or {})
     onnx.checker.check_model(model, full_check=True)
     data = model.SerializeToString()
     Path(path).write_bytes(data)
     return graph_info(model, data)
+
+
+def name_nodes_by_module(graph: onnx.GraphProto) -> None:
+    """Name every node `<module path>/<op type>` (e.g. `encoder.encoder2/Conv`).
+
+    The exporter records each node's module scopes; the names it gives nodes (`node_Conv_135`)
+    say nothing. A Conv that absorbed its BatchNorm is named after the ConvBN block. Repeated
+    names get `_1`, `_2`, ... in graph order. Must run before `canonicalize` strips the scopes.
+    """
+    seen: Counter[str] = Counter()
+    for node in graph.node:
+        scopes = next(
+            (p.value for p in node.metadata_props if p.key == "pkg.torch.onnx.name_scopes"),
+            None,
+        )
+        if scopes is None:
+            continue
+        try:
+            path = [s for s in ast.literal_eval(scopes) if s][:-1]
+        except (ValueError, SyntaxError):
+            continue
+        module = path[-1] if path else "graph"
+        if node.op_type == "Conv" and module.endswith(".bn"):
+            module = module[: -len(".bn")]
+        name = f"{module}/{node.op_type}"
+        seen[name] += 1
+        node.name = name if seen[name] == 1 else f"{name}_{seen[name] - 1}"
 
 
 def canonicalize(

@@ -25,6 +25,7 @@ fails).
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import math
 import os
@@ -49,8 +50,21 @@ WEIGHT_TYPE = "QInt8"
 CALIBRATION_BATCH = 64
 # Ops that only move or reshape data: they compute nothing, so "left in float" skips them.
 _DATA_MOVEMENT_OPS = frozenset(
-    {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Concat", "Identity",
-     "Shape", "Gather", "Slice", "Split", "Cast", "Constant"}
+    {
+        "Reshape",
+        "Flatten",
+        "Squeeze",
+        "Unsqueeze",
+        "Transpose",
+        "Concat",
+        "Identity",
+        "Shape",
+        "Gather",
+        "Slice",
+        "Split",
+        "Cast",
+        "Constant",
+    }
 )
 # Integer kernels (besides the QLinear* family): int8 in, int8 / int32 out.
 _INTEGER_OPS = frozenset({"MatMulInteger", "ConvInteger", "QGemm", "QAttention"})
@@ -83,6 +97,8 @@ class QuantizationParams:
     op_types_to_quantize: tuple[str, ...] | None
     quantized_weights: tuple[str, ...]
     """Initializers stored as int8."""
+    excluded_nodes: tuple[str, ...] = ()
+    """Nodes kept in float on purpose (static: the layers that read the raw CSI)."""
     input: TensorQuantization | None = None
     output: TensorQuantization | None = None
     onnxruntime_version: str = ""
@@ -101,6 +117,8 @@ class LayerError:
     """
 
     tensor: str
+    node: str
+    """The float graph's node that produces the tensor: `<module path>/<op type>`."""
     op_type: str
     sqnr_db: float
     local_sqnr_db: float | None = None
@@ -156,9 +174,7 @@ def check_mode(mode: str) -> str:
 
 def check_calibration_method(method: str) -> str:
     if method not in CALIBRATION_METHODS:
-        raise ValueError(
-            f"calibration method must be one of {CALIBRATION_METHODS}, got {method!r}"
-        )
+        raise ValueError(f"calibration method must be one of {CALIBRATION_METHODS}, got {method!r}")
     return method
 
 
@@ -179,12 +195,15 @@ def quantize_static_onnx(
     method: str = "minmax",
     workdir: str | os.PathLike[str],
     activation_type: str = ACTIVATION_TYPE,
+    float_input: bool = True,
     batch_size: int = CALIBRATION_BATCH,
 ) -> QuantizedGraph:
     """Static QDQ INT8 of the float graph at `float_path`, calibrated on `calibration`.
 
     Weights: int8 per output channel. Activations: `activation_type` ("QInt8" or "QUInt8"),
-    ranges from `method`. Intermediate files go to `workdir`.
+    ranges from `method`. With `float_input`, the layers that read the raw CSI stay float and
+    the CSI is never rounded to 8 bits (see the module docstring). Intermediate files go to
+    `workdir`.
     """
     from onnxruntime import __version__ as ort_version
     from onnxruntime.quantization import (
@@ -204,7 +223,9 @@ def quantize_static_onnx(
     }
     workdir = Path(workdir)
     prepared = preprocess(float_path, workdir / "encoder.preprocessed.onnx")
-    input_name = onnx.load(str(prepared), load_external_data=False).graph.input[0].name
+    graph = onnx.load(str(prepared), load_external_data=False).graph
+    input_name = graph.input[0].name
+    excluded = input_readers(graph) if float_input else []
     reader = _ArrayReader(input_name, calibration, batch_size)
     with _quiet():
         quantize_static(
@@ -217,6 +238,7 @@ def quantize_static_onnx(
             activation_type=getattr(QuantType, activation_type),
             weight_type=getattr(QuantType, WEIGHT_TYPE),
             calibrate_method=methods[method],
+            nodes_to_exclude=excluded,
             extra_options={"CalibTensorRangeSymmetric": False},
             calibration_cache_path=None,
         )
@@ -231,11 +253,18 @@ def quantize_static_onnx(
         calibration_samples=len(calibration),
         op_types_to_quantize=None,
         quantized_weights=_int8_initializers(model),
+        excluded_nodes=tuple(excluded),
         input=_boundary_quantization(model, model.graph.input[0].name, consumer=True),
         output=_boundary_quantization(model, model.graph.output[0].name, consumer=False),
         onnxruntime_version=ort_version,
     )
     return QuantizedGraph(params=params, preprocessed_path=prepared)
+
+
+def input_readers(graph: onnx.GraphProto) -> list[str]:
+    """Names of the nodes that read the graph's (first) input directly."""
+    name = graph.input[0].name
+    return [node.name for node in graph.node if name in node.input]
 
 
 def quantize_dynamic_onnx(
@@ -362,9 +391,12 @@ def layer_sqnr(
         float_acts = collect_activations(str(float_aug), reader)
         reader.rewind()
         quant_acts = collect_activations(str(quant_aug), reader)
-    op_of = {out: node.op_type for node in onnx.load(str(float_path)).graph.node
-             for out in node.output}
-    op_of.update({i.name: "input" for i in quantized.graph.input})
+    producer = {
+        out: (node.name, node.op_type)
+        for node in onnx.load(str(float_path)).graph.node
+        for out in node.output
+    }
+    producer.update({i.name: ("graph input", "input") for i in quantized.graph.input})
 
     rows: dict[str, LayerError] = {}
     is_qdq = any(node.op_type == "QuantizeLinear" for node in quantized.graph.node)
@@ -373,17 +405,20 @@ def layer_sqnr(
         matched = {name: m for name, m in matching.items() if m.get("float") is not None}
         errors = compute_activation_error(matched, err_func=sqnr_db)
         for name, error in errors.items():
+            node, op_type = producer.get(name, ("?", "?"))
             rows[name] = LayerError(
                 tensor=name,
-                op_type=op_of.get(name, "?"),
+                node=node,
+                op_type=op_type,
                 sqnr_db=_finite(error.get("xmodel_err", math.nan)),
                 local_sqnr_db=_finite(error["qdq_err"]),
             )
     for name, values in quant_acts.items():
-        if name in rows or name not in float_acts or name not in op_of:
+        if name in rows or name not in float_acts or name not in producer:
             continue
-        sqnr = sqnr_db(float_acts[name], values)
-        rows[name] = LayerError(tensor=name, op_type=op_of[name], sqnr_db=_finite(sqnr))
+        node, op_type = producer[name]
+        sqnr = _finite(sqnr_db(float_acts[name], values))
+        rows[name] = LayerError(tensor=name, node=node, op_type=op_type, sqnr_db=sqnr)
 
     def rank(row: LayerError) -> float:
         return row.local_sqnr_db if row.local_sqnr_db is not None else row.sqnr_db
@@ -460,12 +495,12 @@ def _params(
 
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
-    """Keep onnxruntime.quantization's logging and warnings off the user's terminal."""
+    """Keep onnxruntime.quantization's prints, logging and warnings off the user's terminal."""
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
             yield
     finally:

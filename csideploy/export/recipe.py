@@ -20,6 +20,7 @@ receives the `ExportContext` and returns `ArtifactResult` records for the files 
 from __future__ import annotations
 
 import platform
+import re
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -68,7 +69,14 @@ from csideploy.export.onnx_export import (
     graph_info,
 )
 from csideploy.export.quantize_onnx import LayerError, QuantizationParams
-from csideploy.export.writer import FileEntry, StagedOutput, check_output, write_reports
+from csideploy.export.writer import (
+    FileEntry,
+    StagedOutput,
+    check_output,
+    file_entry,
+    jsonable,
+    write_reports,
+)
 
 DEFAULT_OUT_ROOT = "artifacts"
 SQNR_SAMPLES = 128
@@ -104,6 +112,12 @@ class ExportConfig:
     out: str | None = None
     force: bool = False
     formats: tuple[str, ...] = ("onnx",)
+    layout: str = "nchw"
+    """TFLite input layout: "nchw" as the torch model, or "nhwc" for channel-last buffers."""
+    tflite_io: str = "int8"
+    """I/O dtype of the full-integer TFLite encoder: "int8" or "float"."""
+    version: str = "0.1.0"
+    """The bundle's artifact version (semver)."""
     latency_runs: int = DEFAULT_RUNS
     convention: str = NMSE_CONVENTION
 
@@ -116,6 +130,8 @@ class ExportConfig:
                 f"--calib-method must be one of {', '.join(q.CALIBRATION_METHODS)}, "
                 f"got {self.calib_method!r}"
             )
+        if self.calib is not None and self.int8 != "static":
+            raise CsiDeployError("--calib is only used by static INT8: add --int8 (static)")
         if self.int8 == "static" and _bad_count(self.calib_samples, MIN_CALIB_SAMPLES):
             raise DataError(
                 f"calibration needs at least {MIN_CALIB_SAMPLES} samples, "
@@ -133,11 +149,22 @@ class ExportConfig:
         check_opset(self.opset)
         if not self.formats or len(set(self.formats)) != len(self.formats):
             raise CsiDeployError(f"formats must be distinct and non-empty, got {self.formats}")
+        if self.layout not in ("nchw", "nhwc"):
+            raise CsiDeployError(f"--layout must be nchw or nhwc, got {self.layout!r}")
+        if self.tflite_io not in ("int8", "float"):
+            raise CsiDeployError(f"--io must be int8 or float, got {self.tflite_io!r}")
+        if not _SEMVER.match(self.version):
+            raise CsiDeployError(f"--version must be semver (e.g. 1.0.0), got {self.version!r}")
         if self.latency_runs < 0:
             raise CsiDeployError(f"latency_runs must be >= 0, got {self.latency_runs}")
 
     def output_dir(self, cr: int) -> Path:
         return Path(self.out) if self.out else Path(DEFAULT_OUT_ROOT) / f"{self.model}-cr{cr}"
+
+
+_SEMVER = re.compile(
+    r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?$"
+)
 
 
 def _bad_count(value: int, minimum: int) -> bool:
@@ -241,6 +268,8 @@ class ArtifactResult:
     quantization: QuantizationParams | None = None
     layers: tuple[LayerError, ...] = ()
     latency: LatencyResult | None = None
+    details: Mapping[str, Any] = field(default_factory=dict)
+    """Format-specific facts (TFLite: layout, I/O scale and zero point, ops)."""
 
     @property
     def file(self) -> str:
@@ -265,6 +294,7 @@ class ArtifactResult:
             "quantization": self.quantization.to_dict() if self.quantization else None,
             "layers": [row.to_dict() for row in self.layers],
             "latency": self.latency.to_dict() if self.latency else None,
+            "details": dict(self.details),
         }
 
 
@@ -301,34 +331,37 @@ class ExportResult:
         raise KeyError(file)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "model": self.model,
-            "cr": self.cr,
-            "codeword_length": self.codeword_length,
-            "out_dir": str(self.out_dir),
-            "checkpoint": self.checkpoint.to_dict(),
-            "int8": self.int8,
-            "formats": list(self.formats),
-            "nmse_convention": {
-                "name": self.convention.name,
-                "description": self.convention.description,
-            },
-            "float_nmse_db": self.float_nmse_db,
-            "calibration": self.calibration.to_dict() if self.calibration else None,
-            "evaluation": self.evaluation.to_dict(),
-            "limits": {
-                "onnx_max_abs_error": self.onnx_tolerance,
-                "max_nmse_drop_db": self.max_nmse_drop_db,
-            },
-            "sizes": self.sizes.to_dict(),
-            "linearized": list(self.linearized),
-            "input": dict(self.input_spec),
-            "codeword": dict(self.codeword_spec),
-            "artifacts": [a.to_dict() for a in self.artifacts],
-            "files": [f.to_dict() for f in self.files],
-            "versions": dict(self.versions),
-            "seconds": dict(self.seconds),
-        }
+        """JSON-ready (infinite limits as "inf")."""
+        return jsonable(
+            {
+                "model": self.model,
+                "cr": self.cr,
+                "codeword_length": self.codeword_length,
+                "out_dir": str(self.out_dir),
+                "checkpoint": self.checkpoint.to_dict(),
+                "int8": self.int8,
+                "formats": list(self.formats),
+                "nmse_convention": {
+                    "name": self.convention.name,
+                    "description": self.convention.description,
+                },
+                "float_nmse_db": self.float_nmse_db,
+                "calibration": self.calibration.to_dict() if self.calibration else None,
+                "evaluation": self.evaluation.to_dict(),
+                "limits": {
+                    "onnx_max_abs_error": self.onnx_tolerance,
+                    "max_nmse_drop_db": self.max_nmse_drop_db,
+                },
+                "sizes": self.sizes.to_dict(),
+                "linearized": list(self.linearized),
+                "input": dict(self.input_spec),
+                "codeword": dict(self.codeword_spec),
+                "artifacts": [a.to_dict() for a in self.artifacts],
+                "files": [f.to_dict() for f in self.files],
+                "versions": dict(self.versions),
+                "seconds": dict(self.seconds),
+            }
+        )
 
 
 @dataclass
@@ -415,7 +448,7 @@ def load_step(config: ExportConfig) -> tuple[Any, CheckpointSummary]:
 
     get_entry(config.model)
     loaded = load_model(config.model, cr=config.cr, checkpoint=config.checkpoint)
-    label = str(config.checkpoint) if config.checkpoint else _default_label(loaded)
+    label = Path(config.checkpoint).name if config.checkpoint else _default_label(loaded)
     return loaded, CheckpointSummary(
         label=label, sha256=loaded.sha256, source_format=str(loaded.source_format)
     )
@@ -492,8 +525,11 @@ def _csi_set(role: str, path: str | None, samples: int, minimum: int, option: st
         else:
             seed, data = synthetic.EVALUATION_SEED, synthetic.default_evaluation(samples)
         return CsiSet(
-            role=role, source=f"synthetic indoor (seed {seed})", samples=len(data),
-            data=data, seed=seed,
+            role=role,
+            source=f"synthetic indoor (seed {seed})",
+            samples=len(data),
+            data=data,
+            seed=seed,
         )
     from csideploy.calibration.io import load_csi
 
@@ -534,9 +570,15 @@ def measure_step(
     return measured
 
 
-def write_step(staging: Path, result: ExportResult) -> ExportResult:
-    """numerics.json, report.md and manifest.json; returns the result with its file list."""
-    return replace(result, files=write_reports(staging, result))
+def write_step(staging: Path, result: ExportResult, *, version: str = "0.1.0") -> ExportResult:
+    """numerics.json, report.md, then the handset bundle (runner, golden vectors, model card,
+    manifest.json); returns the result with its file list."""
+    from csideploy.export.bundle_step import write_bundle
+
+    write_reports(staging, result)
+    write_bundle(staging, result, version=version)
+    listed = sorted(p for p in staging.rglob("*") if p.is_file())
+    return replace(result, files=tuple(file_entry(p, staging) for p in listed))
 
 
 def versions() -> dict[str, str]:
@@ -622,8 +664,11 @@ def quantize_encoder_onnx(context: ExportContext, float_encoder: ArtifactResult)
         if context.calibration is None:
             raise DataError("static INT8 needs a calibration set")
         quantized = q.quantize_static_onnx(
-            float_path, raw, context.calibration.data,
-            method=context.config.calib_method, workdir=context.scratch,
+            float_path,
+            raw,
+            context.calibration.data,
+            method=context.config.calib_method,
+            workdir=context.scratch,
         )
     else:
         quantized = q.quantize_dynamic_onnx(float_path, raw, workdir=context.scratch)
@@ -647,14 +692,18 @@ def quantize_encoder_onnx(context: ExportContext, float_encoder: ArtifactResult)
 
     def layers() -> list[LayerError]:
         return q.layer_sqnr(
-            quantized.preprocessed_path, context.staging / file, sqnr_samples,
+            quantized.preprocessed_path,
+            context.staging / file,
+            sqnr_samples,
             workdir=context.scratch,
         )
 
     table = tuple(layers())
     gate = check_nmse_drop(
-        numerics, context.config.max_nmse_drop,
-        what=f"{file} (float -> INT8 {mode})", layer_table=lambda: table,
+        numerics,
+        context.config.max_nmse_drop,
+        what=f"{file} (float -> INT8 {mode})",
+        layer_table=lambda: table,
     )
     return replace(
         _onnx_artifact(context, file, "encoder", precision, info, numerics, (gate,)),
@@ -713,9 +762,7 @@ class _Timer:
         try:
             yield
         finally:
-            self.seconds[name] = round(
-                self.seconds.get(name, 0.0) + time.perf_counter() - start, 3
-            )
+            self.seconds[name] = round(self.seconds.get(name, 0.0) + time.perf_counter() - start, 3)
 
 
 def run_export(config: ExportConfig) -> ExportResult:
@@ -801,7 +848,7 @@ def run_export(config: ExportConfig) -> ExportResult:
             versions=versions(),
         )
         with timer.step("write"):
-            result = write_step(staged.path, result)
+            result = write_step(staged.path, result, version=config.version)
             staged.commit()
     return replace(result, seconds=timer.seconds)
 
@@ -816,3 +863,11 @@ def _input_spec(spec: Any) -> dict[str, Any]:
         "zero_offset": spec.zero_offset,
         "description": spec.description,
     }
+
+
+def _register_optional_formats() -> None:
+    """TFLite registers itself on import; its heavy dependencies load only when it runs."""
+    from csideploy.export import tflite_step  # noqa: F401
+
+
+_register_optional_formats()

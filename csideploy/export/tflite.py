@@ -170,7 +170,7 @@ class TfliteArtifact:
     converter: str
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form (paths as strings, tuples as lists)."""
+        """JSON-ready form (the path as a string)."""
         data = asdict(self)
         data["path"] = str(self.path)
         data["input"] = self.input.to_dict()
@@ -489,12 +489,17 @@ def _set_interface(
     flatbuffer_utils, schema = _import_flatbuffer_tools()
     model = flatbuffer_utils.read_model_from_bytearray(bytearray(model_bytes))
     graph = model.subgraphs[0]
-    integer_io = graph.tensors[graph.inputs[0]].type == schema.TensorType.INT8
+    boundary = (graph.inputs[0], graph.outputs[0])
+    integer_io = all(graph.tensors[i].type == schema.TensorType.INT8 for i in boundary)
     if config.io_dtype == "int8" and not integer_io:
         model = flatbuffer_utils.read_model_from_bytearray(bytearray(_to_integer_io(model_bytes)))
-    elif config.io_dtype == "float32" and integer_io:
-        _add_float_io(model, schema)
+        # The tool renumbers tensors but leaves the signature pointing at the old indices.
+        graph = model.subgraphs[0]
+        model.signatureDefs[0].inputs[0].tensorIndex = graph.inputs[0]
+        model.signatureDefs[0].outputs[0].tensorIndex = graph.outputs[0]
     _rename_signature(model, config)
+    if config.io_dtype == "float32":
+        _add_float_io(model, schema)
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
@@ -515,11 +520,12 @@ def _to_integer_io(model_bytes: bytes) -> bytes:
 
 
 def _add_float_io(model: Any, schema: Any) -> None:
-    """Put QUANTIZE before the int8 input and DEQUANTIZE after the int8 output, in place."""
+    """Put QUANTIZE before an int8 input and DEQUANTIZE after an int8 output, in place.
+
+    The new float tensors take over the boundary names; the int8 ones get an `_int8` suffix.
+    """
     graph = model.subgraphs[0]
     signature = model.signatureDefs[0]
-    quantize = _opcode_index(model, schema, schema.BuiltinOperator.QUANTIZE)
-    dequantize = _opcode_index(model, schema, schema.BuiltinOperator.DEQUANTIZE)
 
     def float_twin(index: int) -> int:
         source = graph.tensors[index]
@@ -533,21 +539,28 @@ def _add_float_io(model: Any, schema: Any) -> None:
         graph.tensors.append(twin)
         return len(graph.tensors) - 1
 
-    def operator(opcode: int, source: int, target: int) -> Any:
+    def operator(builtin: int, source: int, target: int) -> Any:
         op = schema.OperatorT()
-        op.opcodeIndex = opcode
+        op.opcodeIndex = _opcode_index(model, schema, builtin)
         op.inputs = [source]
         op.outputs = [target]
         return op
 
+    def is_integer(index: int) -> bool:
+        return graph.tensors[index].type == schema.TensorType.INT8
+
     for position, index in enumerate(graph.inputs):
+        if not is_integer(index):
+            continue
         twin = float_twin(index)
-        graph.operators.insert(0, operator(quantize, twin, index))
+        graph.operators.insert(0, operator(schema.BuiltinOperator.QUANTIZE, twin, index))
         graph.inputs[position] = twin
         _retarget(signature.inputs, index, twin)
     for position, index in enumerate(graph.outputs):
+        if not is_integer(index):
+            continue
         twin = float_twin(index)
-        graph.operators.append(operator(dequantize, index, twin))
+        graph.operators.append(operator(schema.BuiltinOperator.DEQUANTIZE, index, twin))
         graph.outputs[position] = twin
         _retarget(signature.outputs, index, twin)
 
@@ -581,10 +594,7 @@ def _rename_signature(model: Any, config: TfliteExportConfig) -> None:
     names = ((signature.inputs[0], config.input_name), (signature.outputs[0], config.output_name))
     for entry, name in names:
         entry.name = name
-        tensor = graph.tensors[entry.tensorIndex]
-        if _as_bytes(tensor.name).endswith(b"_int8"):
-            continue
-        tensor.name = name
+        graph.tensors[entry.tensorIndex].name = name
 
 
 # --- helpers --------------------------------------------------------------------------------
@@ -635,8 +645,11 @@ def _check_contract(info: TfliteGraphInfo, config: TfliteExportConfig, path: Pat
     """The written file must have the I/O dtype and input shape the config promises."""
     problems = []
     if info.input.dtype != config.io_dtype or info.output.dtype != config.io_dtype:
+        hint = ""
+        if config.io_dtype == "int8":
+            hint = " (a boundary op stayed float; io='float' keeps float I/O around int8 kernels)"
         problems.append(
-            f"I/O dtype {info.input.dtype}/{info.output.dtype}, expected {config.io_dtype}"
+            f"I/O dtype {info.input.dtype}/{info.output.dtype}, expected {config.io_dtype}{hint}"
         )
     if info.input.shape != config.input_shape:
         problems.append(f"input shape {info.input.shape}, expected {config.input_shape}")

@@ -123,9 +123,7 @@ class StagedOutput:
                     f"output directory {self.target} appeared during the export; "
                     "pass --force to replace it"
                 )
-            old = Path(
-                tempfile.mkdtemp(prefix=f"{self.target.name}.old-", dir=self.target.parent)
-            )
+            old = Path(tempfile.mkdtemp(prefix=f"{self.target.name}.old-", dir=self.target.parent))
             os.replace(self.target, old / self.target.name)
         try:
             os.replace(self.path, self.target)
@@ -150,11 +148,12 @@ class StagedOutput:
 
 def write_json(path: Path, payload: Any) -> None:
     """Deterministic JSON: two-space indent, insertion order, no NaN / inf, final newline."""
-    text = json.dumps(_jsonable(payload), indent=2, allow_nan=False, ensure_ascii=False)
+    text = json.dumps(jsonable(payload), indent=2, allow_nan=False, ensure_ascii=False)
     path.write_text(text + "\n", encoding="utf-8")
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
+    """`value` with inf as "inf" / "-inf", NaN as None, tuples as lists, paths as strings."""
     if isinstance(value, float):
         if math.isnan(value):
             return None
@@ -162,9 +161,9 @@ def _jsonable(value: Any) -> Any:
             return "inf" if value > 0 else "-inf"
         return value
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, Path):
         return str(value)
     return value
@@ -287,9 +286,7 @@ def report_markdown(result: ExportResult) -> str:
     ]
     if result.calibration is not None:
         c = result.calibration
-        lines.append(
-            f"Calibration: {c.samples} samples of {c.source}, method {c.method}."
-        )
+        lines.append(f"Calibration: {c.samples} samples of {c.source}, method {c.method}.")
     lines += [
         "",
         "| file | compared | max-abs error | NMSE (dB) | Delta NMSE (dB) | ops left in float |",

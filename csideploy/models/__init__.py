@@ -1,5 +1,12 @@
 """The zoo: `build(name, cr)`, `list_models()`, checkpoint loading and model figures."""
 
+from csideploy.models.checkpoint import (
+    LoadedCheckpoint,
+    default_checkpoint_path,
+    load_checkpoint,
+    load_model,
+    save_checkpoint,
+)
 from csideploy.models.registry import (
     CsiAutoencoder,
     InputSpec,
@@ -14,10 +21,15 @@ from csideploy.models.registry import (
 __all__ = [
     "CsiAutoencoder",
     "InputSpec",
+    "LoadedCheckpoint",
     "ModelEntry",
     "PublishedFigures",
     "build",
+    "default_checkpoint_path",
     "get_entry",
     "list_models",
+    "load_checkpoint",
+    "load_model",
     "register_model",
+    "save_checkpoint",
 ]

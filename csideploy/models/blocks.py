@@ -36,10 +36,37 @@ def leaky() -> nn.LeakyReLU:
     return nn.LeakyReLU(LEAKY_SLOPE)
 
 
+class _HardSigmoidLeakyGrad(torch.autograd.Function):
+    """relu6(x + 3) / 6 whose gradient outside [-3, 3] is small instead of zero."""
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, x: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        return torch.nn.functional.relu6(x + 3.0) / 6.0
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> torch.Tensor:
+        (x,) = ctx.saved_tensors
+        inside = (x > -3.0) & (x < 3.0)
+        return grad * torch.where(inside, 1.0 / 6.0, SATURATED_GRADIENT / 6.0)
+
+
+SATURATED_GRADIENT = 0.01
+"""Relative gradient a saturated hard-sigmoid passes back during training."""
+
+
 class HardSigmoid(nn.Module):
-    """relu6(x + 3) / 6, the mobile-friendly sigmoid (CLNet eq. 13)."""
+    """relu6(x + 3) / 6, the mobile-friendly sigmoid (CLNet eq. 13).
+
+    The forward pass is exact in every mode. In training mode the gradient outside the linear
+    region is `SATURATED_GRADIENT` of the slope instead of zero, so an output that saturates
+    early in training (at a fixed position, whatever the input) can come back; a zero gradient
+    there leaves it stuck at 0 or 1 for good.
+    """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and torch.is_grad_enabled():
+            return _HardSigmoidLeakyGrad.apply(x)
         return torch.nn.functional.relu6(x + 3.0) / 6.0
 
 

@@ -202,7 +202,11 @@ class BranchEncoder(nn.Module):
     """Four circular convolutions, FC compression, tanh, SSQ: (N, 1, 32, 32) -> (N, M) levels."""
 
     def __init__(
-        self, length: int, bits: int, kernel: int, activation: Callable[[], nn.Module],
+        self,
+        length: int,
+        bits: int,
+        kernel: int,
+        activation: Callable[[], nn.Module],
         steepness: float,
     ) -> None:
         super().__init__()
@@ -232,7 +236,10 @@ class DualNetMPEncoder(nn.Module):
     def __init__(self, config: DualNetMPConfig) -> None:
         super().__init__()
         self.magnitude = BranchEncoder(
-            config.magnitude_length, config.magnitude_bits, config.kernel, leaky,
+            config.magnitude_length,
+            config.magnitude_bits,
+            config.kernel,
+            leaky,
             config.steepness,
         )
         self.phase = BranchEncoder(
@@ -321,8 +328,7 @@ class DualNetMPDecoder(nn.Module):
         # SSQ dequantization is the fixed map level / 2**(K-1).
         self.magnitude_levels = 2 ** (config.magnitude_bits - 1)
         self.phase_levels = 2 ** (config.phase_bits - 1)
-        self.magnitude = BranchDecoder(config.magnitude_length, config.kernel, leaky,
-                                       nn.Sigmoid())
+        self.magnitude = BranchDecoder(config.magnitude_length, config.kernel, leaky, nn.Sigmoid())
         self.phase = BranchDecoder(config.phase_length, config.kernel, nn.Tanh, nn.Tanh())
         self.combine = nn.Sequential(
             ResidualBlock(config.combine_width, config.combine_kernel),
@@ -339,8 +345,9 @@ class DualNetMPDecoder(nn.Module):
     def parts(self, codeword: torch.Tensor, ul_csi: torch.Tensor | None = None) -> DecodedParts:
         """Every intermediate estimate (used by training and diagnostics)."""
         if codeword.dim() != 2 or codeword.shape[1] != sum(self.lengths):
-            raise ShapeError(f"codeword: expected shape (N, {sum(self.lengths)}), "
-                             f"got {tuple(codeword.shape)}")
+            raise ShapeError(
+                f"codeword: expected shape (N, {sum(self.lengths)}), got {tuple(codeword.shape)}"
+            )
         mag_code, pha_code, bits = torch.split(codeword, list(self.lengths), dim=1)
         n = codeword.shape[0]
         if ul_csi is None:
@@ -367,7 +374,10 @@ class DualNetMP(CsiAutoencoder):
         encoder = DualNetMPEncoder(config)
         decoder = DualNetMPDecoder(config)
         super().__init__(
-            encoder, decoder, name="dualnet-mp", cr=config.phase_reduction,
+            encoder,
+            decoder,
+            name="dualnet-mp",
+            cr=config.phase_reduction,
             codeword_length=config.codeword_length,
         )
         self.config = config
@@ -383,8 +393,9 @@ class DualNetMP(CsiAutoencoder):
         """Use these `sign_length` flat (angle * 32 + delay) positions on both ends."""
         positions = torch.as_tensor(positions, dtype=torch.long).flatten().sort().values
         if positions.numel() != self.config.sign_length:
-            raise ShapeError(f"sign positions: expected {self.config.sign_length}, "
-                             f"got {positions.numel()}")
+            raise ShapeError(
+                f"sign positions: expected {self.config.sign_length}, got {positions.numel()}"
+            )
         if positions.unique().numel() != positions.numel() or not (
             int(positions.min()) >= 0 and int(positions.max()) < ENTRIES
         ):
@@ -432,8 +443,12 @@ def feedback_bits(model: nn.Module) -> FeedbackBits:
     sign = config.sign_length
     phase = phase_codeword + sign
     return FeedbackBits(
-        magnitude=magnitude, phase_codeword=phase_codeword, sign=sign, phase=phase,
-        total=magnitude + phase, phase_bits_per_entry=phase / ENTRIES,
+        magnitude=magnitude,
+        phase_codeword=phase_codeword,
+        sign=sign,
+        phase=phase,
+        total=magnitude + phase,
+        phase_bits_per_entry=phase / ENTRIES,
     )
 
 
@@ -469,8 +484,12 @@ def fit_sign_positions(model: nn.Module, dl: torch.Tensor | np.ndarray) -> torch
 
 
 def smape_loss(
-    magnitude: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-    magnitude_hat: torch.Tensor, cos_hat: torch.Tensor, sin_hat: torch.Tensor,
+    magnitude: torch.Tensor,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    magnitude_hat: torch.Tensor,
+    cos_hat: torch.Tensor,
+    sin_hat: torch.Tensor,
 ) -> torch.Tensor:
     """Eq. 13: ||m Cos - m_hat Cos_hat||^2 + ||m Sin - m_hat Sin_hat||^2, mean per entry."""
     real = magnitude * cos - magnitude_hat * cos_hat
@@ -575,8 +594,7 @@ def train_dualnet_mp(
         truth = csi_features(x)
         sin = truth.sign * torch.sqrt(torch.clamp(1.0 - truth.cos * truth.cos, min=0.0))
         parts = m.decoder.parts(m.encoder(x), ul_t[index])
-        smape = smape_loss(truth.magnitude, truth.cos, sin, parts.magnitude, parts.cos,
-                           parts.sin)
+        smape = smape_loss(truth.magnitude, truth.cos, sin, parts.magnitude, parts.cos, parts.sin)
         target = torch.cat((truth.magnitude * truth.cos, truth.magnitude * sin), dim=1)
         return smape + F.mse_loss(parts.combined, target, reduction="none").sum(1).mean()
 
@@ -591,7 +609,8 @@ def train_dualnet_mp(
             p.requires_grad_(True)
         m.eval()
     return DualNetMPTrainResult(
-        stage1_loss=tuple(stage1), stage2_loss=tuple(stage2),
+        stage1_loss=tuple(stage1),
+        stage2_loss=tuple(stage2),
         sign_positions=tuple(int(i) for i in m.encoder.sign_positions),
     )
 
@@ -625,10 +644,21 @@ def dualnet_mp(
     magnitude_bits: int = 8,
     sign_ratio: float | None = None,
 ) -> DualNetMP:
-    """DualNet-MP with phase compression 1/cr (the registry CR) and the given options."""
-    return make_dualnet_mp(
+    """DualNet-MP with phase compression 1/cr (the registry CR) and the given options, which
+    are kept on the model as `build_options`."""
+    model = make_dualnet_mp(
         DualNetMPConfig(
-            phase_reduction=cr, magnitude_reduction=magnitude_reduction,
-            phase_bits=phase_bits, magnitude_bits=magnitude_bits, sign_ratio=sign_ratio,
+            phase_reduction=cr,
+            magnitude_reduction=magnitude_reduction,
+            phase_bits=phase_bits,
+            magnitude_bits=magnitude_bits,
+            sign_ratio=sign_ratio,
         )
     )
+    model.build_options = {
+        "magnitude_reduction": magnitude_reduction,
+        "phase_bits": phase_bits,
+        "magnitude_bits": magnitude_bits,
+        "sign_ratio": sign_ratio,
+    }
+    return model

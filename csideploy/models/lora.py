@@ -81,8 +81,9 @@ class LoraConfig:
         if self.hidden < 1:
             raise ValueError(f"hidden must be at least 1, got {self.hidden}")
         if self.quantizer is not None and self.quantizer not in QUANTIZERS:
-            raise ValueError(f"quantizer must be one of {QUANTIZERS} or None, "
-                             f"got {self.quantizer!r}")
+            raise ValueError(
+                f"quantizer must be one of {QUANTIZERS} or None, got {self.quantizer!r}"
+            )
         if self.quantizer is not None and self.bits not in (4, 8):
             raise ValueError(f"bits must be 4 or 8, got {self.bits}")
 
@@ -207,8 +208,11 @@ def make_lora(config: LoraConfig) -> CsiAutoencoder:
     quantizer = make_quantizer(config.quantizer, config.bits)
     encoder = LoraEncoder(m, quantizer)
     decoder = LoraDecoder(
-        encoder.measurement, quantizer,
-        blocks=config.blocks, hidden=config.hidden, step_size=config.step_size,
+        encoder.measurement,
+        quantizer,
+        blocks=config.blocks,
+        hidden=config.hidden,
+        step_size=config.step_size,
     )
     return CsiAutoencoder(encoder, decoder, name="lora", cr=config.cr, codeword_length=m)
 
@@ -234,7 +238,13 @@ def lora(
     blocks: int = DEFAULT_BLOCKS,
     hidden: int = HIDDEN,
 ) -> CsiAutoencoder:
-    """LORA at CR 1/cr, optionally with an LSQ / LSZQ codeword quantizer of 4 or 8 bits."""
-    return make_lora(
+    """LORA at CR 1/cr, optionally with an LSQ / LSZQ codeword quantizer of 4 or 8 bits.
+
+    The options are kept on the model as `build_options` (a checkpoint of a quantized or
+    resized LORA must be rebuilt with them before its weights load).
+    """
+    model = make_lora(
         LoraConfig(cr=cr, blocks=blocks, hidden=hidden, quantizer=quantizer, bits=bits)
     )
+    model.build_options = {"quantizer": quantizer, "bits": bits, "blocks": blocks, "hidden": hidden}
+    return model

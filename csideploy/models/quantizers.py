@@ -14,8 +14,12 @@
 Rounding is straight-through (eq. 31): the forward pass rounds, the backward pass treats the
 rounding as the identity, which yields exactly the paper's eq. 32-33 gradients: inside the
 clipping range d r_hat / d r = 1, d r_hat / d s = round(v) - v, d r_hat / d z = 0; outside,
-d r_hat / d r = 0, d r_hat / d s = the clipping bound, d r_hat / d z = 1. LSQ additionally
-scales the gradient of `s` by `g = 1 / sqrt(numel * qmax)` (Esser et al.), unless disabled.
+d r_hat / d r = 0, d r_hat / d s = the clipping bound, d r_hat / d z = 1. The gradient of
+`s` is further scaled by `g = 1 / sqrt(numel * qmax)` (Esser et al.) unless `grad_scale=False`.
+
+The learned scale is stored as `log_scale` and the zero point in units of the initial scale
+(see `LearnedQuantizer`): the same (s, z) model and gradients, with optimizer steps relative to
+the codeword's size.
 
 The learned quantizers split into `quantize` (UE: float -> integer-valued float, what is sent)
 and `dequantize` (BS: integer -> float), so a model can put the cut between them;
@@ -131,8 +135,13 @@ class SumOfSigmoidQuantizer(nn.Module):
 
     def spec(self) -> QuantizerSpec:
         return QuantizerSpec(
-            scheme="ssq", bits=self.bits, qmin=self.qmin, qmax=self.qmax, dtype="int8",
-            scale=1.0 / self.half_range, zero_point=0.0,
+            scheme="ssq",
+            bits=self.bits,
+            qmin=self.qmin,
+            qmax=self.qmax,
+            dtype="int8",
+            scale=1.0 / self.half_range,
+            zero_point=0.0,
         )
 
     def extra_repr(self) -> str:
@@ -140,7 +149,14 @@ class SumOfSigmoidQuantizer(nn.Module):
 
 
 class LearnedQuantizer(nn.Module):
-    """Shared machinery of LSQ and LSZQ: grid, lazy data-driven init, STE quantization."""
+    """Shared machinery of LSQ and LSZQ: grid, lazy data-driven init, STE quantization.
+
+    The trainable tensors are `log_scale` (s = exp(log_scale)) and, for LSZQ, `zero_level`
+    (z = zero_level * unit, `unit` being the initial scale). The model and its gradients are
+    those of eq. 27-33 in (s, z); the parameterisation only makes an optimizer's step
+    relative: Adam moves a parameter by about its learning rate per step, which for a raw
+    scale of 1e-4 (small codewords of [0, 1]-offset CSI) would be a jump of 10x.
+    """
 
     scheme = ""
     signed = True
@@ -154,16 +170,37 @@ class LearnedQuantizer(nn.Module):
             self.qmin, self.qmax = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
         else:
             self.qmin, self.qmax = 0, 2**bits - 1
-        self.scale = nn.Parameter(torch.tensor(1.0))
+        self.log_scale = nn.Parameter(torch.tensor(0.0))
+        self.register_buffer("unit", torch.tensor(1.0))
         if self.learn_zero_point:
-            self.zero_point = nn.Parameter(torch.tensor(0.0))
+            self.zero_level = nn.Parameter(torch.tensor(0.0))
         else:
-            self.register_buffer("zero_point", torch.tensor(0.0))
+            self.register_buffer("zero_level", torch.tensor(0.0))
         self.register_buffer("initialized", torch.tensor(False))
+
+    @property
+    def scale(self) -> torch.Tensor:
+        """s, differentiable with respect to `log_scale`."""
+        return torch.exp(self.log_scale)
+
+    @property
+    def zero_point(self) -> torch.Tensor:
+        """z (a real-valued offset), differentiable with respect to `zero_level`."""
+        return self.zero_level * self.unit
 
     @property
     def integer_dtype(self) -> torch.dtype:
         return torch.int8 if self.signed else torch.uint8
+
+    def set_parameters(self, scale: float, zero_point: float = 0.0) -> None:
+        """Set s and z (z is ignored by LSQ) and mark the quantizer initialised."""
+        if not scale > 0:
+            raise ValueError(f"scale must be positive, got {scale}")
+        with torch.no_grad():
+            self.log_scale.fill_(math.log(scale))
+            self.unit.fill_(scale)
+            self.zero_level.fill_(zero_point / scale if self.learn_zero_point else 0.0)
+            self.initialized.fill_(True)
 
     def initialize(self, r: torch.Tensor) -> None:
         """Set scale (and zero point) from a batch of codewords; done once, on first training."""
@@ -174,7 +211,7 @@ class LearnedQuantizer(nn.Module):
         if self.grad_scale and self.training:
             per_sample = r[0].numel() if r.dim() > 1 else r.numel()
             scale = scale_gradient(scale, 1.0 / math.sqrt(per_sample * max(self.qmax, 1)))
-        return scale.clamp_min(1e-12)
+        return scale
 
     def quantize(self, r: torch.Tensor) -> torch.Tensor:
         """UE side: integer-valued float levels `round(clip((r - z) / s, qmin, qmax))` (STE)."""
@@ -193,14 +230,17 @@ class LearnedQuantizer(nn.Module):
 
     def to_integer(self, r: torch.Tensor) -> torch.Tensor:
         """The transmitted integers in the smallest integer dtype of the grid."""
-        v = torch.clamp((r - self.zero_point) / self.scale.clamp_min(1e-12), self.qmin, self.qmax)
+        v = torch.clamp((r - self.zero_point) / self.scale, self.qmin, self.qmax)
         return torch.round(v).to(self.integer_dtype)
 
     def spec(self) -> QuantizerSpec:
         return QuantizerSpec(
-            scheme=self.scheme, bits=self.bits, qmin=self.qmin, qmax=self.qmax,
+            scheme=self.scheme,
+            bits=self.bits,
+            qmin=self.qmin,
+            qmax=self.qmax,
             dtype=str(self.integer_dtype).removeprefix("torch."),
-            scale=float(self.scale.detach().clamp_min(1e-12)),
+            scale=float(self.scale.detach()),
             zero_point=float(self.zero_point.detach()),
         )
 
@@ -217,10 +257,7 @@ class LearnedScaleQuantizer(LearnedQuantizer):
 
     def initialize(self, r: torch.Tensor) -> None:
         # Esser et al.: s = 2 <|r|> / sqrt(qmax).
-        scale = 2.0 * r.abs().mean() / math.sqrt(self.qmax)
-        with torch.no_grad():
-            self.scale.copy_(scale.clamp_min(1e-8))
-            self.initialized.fill_(True)
+        self.set_parameters(max(2.0 * float(r.abs().mean()) / math.sqrt(self.qmax), 1e-8))
 
 
 class LearnedScaleZeroQuantizer(LearnedQuantizer):
@@ -231,11 +268,8 @@ class LearnedScaleZeroQuantizer(LearnedQuantizer):
     learn_zero_point = True
 
     def initialize(self, r: torch.Tensor) -> None:
-        low, high = r.min(), r.max()
-        with torch.no_grad():
-            self.zero_point.copy_(low)
-            self.scale.copy_(((high - low) / (self.qmax - self.qmin)).clamp_min(1e-8))
-            self.initialized.fill_(True)
+        low, high = float(r.min()), float(r.max())
+        self.set_parameters(max((high - low) / (self.qmax - self.qmin), 1e-8), low)
 
 
 def make_quantizer(name: str | None, bits: int = 8) -> LearnedQuantizer | None:

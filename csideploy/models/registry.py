@@ -165,8 +165,9 @@ def build(name: str, cr: int = 4, **options: object) -> CsiAutoencoder:
 def check_input(x: torch.Tensor, spec: InputSpec = InputSpec(), what: str = "csi") -> None:
     """Raise ShapeError unless `x` is (N, *spec.shape)."""
     if x.dim() != len(spec.shape) + 1 or tuple(x.shape[1:]) != spec.shape:
-        raise ShapeError(f"{what}: expected shape (N, {', '.join(map(str, spec.shape))}), "
-                         f"got {tuple(x.shape)}")
+        raise ShapeError(
+            f"{what}: expected shape (N, {', '.join(map(str, spec.shape))}), got {tuple(x.shape)}"
+        )
 
 
 def _load_families() -> None:

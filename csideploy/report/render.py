@@ -52,8 +52,12 @@ class ArtifactRun:
     artifacts: list[dict[str, Any]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
+    label_override: str | None = None
+
     @property
     def label(self) -> str:
+        if self.label_override:
+            return self.label_override
         model, cr = _model_and_cr(self)
         return f"{model}-cr{cr}" if model and cr else self.directory.name
 
@@ -112,37 +116,80 @@ def load_run(directory: str | os.PathLike[str]) -> ArtifactRun:
 
 
 def _model_and_cr(run: ArtifactRun) -> tuple[str | None, int | None]:
+    """Model and CR from the directory's manifest first, else from what the bench recorded."""
+    if isinstance(run.manifest, dict):
+        facts = runner.manifest_facts(run.manifest, "encoder", "encoder")
+        if facts["model"] and facts["cr"]:
+            return facts["model"], facts["cr"]
     for entry in run.artifacts:
         if entry.get("model") and entry.get("cr"):
             return entry["model"], entry["cr"]
-    if isinstance(run.manifest, dict):
-        facts = runner.manifest_facts(run.manifest, "encoder", "encoder")
-        return facts["model"], facts["cr"]
     return None, None
+
+
+def _unique_labels(runs: Sequence[ArtifactRun]) -> None:
+    """Give runs that would share a label (same model and CR) their folder name as well."""
+    labels = [run.label for run in runs]
+    for run in runs:
+        if labels.count(run.label) > 1:
+            run.label_override = f"{run.label} ({run.directory.name})"
 
 
 # --------------------------------------------------------------------------- numerics
 
 
-def numerics_records(numerics: Any) -> list[tuple[str, dict[str, Any]]]:
-    """(label, {metric: value}) for every dict in numerics.json that holds numeric scalars.
+_ARTIFACT_SUFFIXES = (".onnx", ".tflite")
+_METRIC_WORDS = ("nmse", "error", "abs", "sqnr", "rho", "delta", "diff", "max", "mean", "cos")
 
-    The label is the record's own artifact / file / step name when it has one, else its key
-    path in the file. Works for a list of records, a dict keyed by file, or nested sections.
+
+def _names_artifact(section: dict[str, Any]) -> str | None:
+    for key in _LABEL_KEYS:
+        value = section.get(key)
+        if isinstance(value, str) and value.lower().endswith(_ARTIFACT_SUFFIXES):
+            return Path(value).name
+    return None
+
+
+def _scalar_metrics(section: dict[str, Any], metric_only: bool) -> dict[str, Any]:
+    return {
+        key: value
+        for key, value in section.items()
+        if _is_number(value)
+        and (not metric_only or any(word in str(key).lower() for word in _METRIC_WORDS))
+    }
+
+
+def numerics_records(numerics: Any) -> list[tuple[str, dict[str, Any]]]:
+    """(label, {metric: value}) rows of numerics.json, in any layout.
+
+    Records that name an artifact file (a `file` / `artifact` / `path` / `name` ending in
+    .onnx or .tflite, or a key that is such a file name) come first and alone when present,
+    with their metric-like numbers and a `gates` verdict when they carry gate results.
+    Otherwise every dict holding metric-like numbers is a row, labelled by its key path.
     """
+    per_artifact = []
+    for trail, section in runner._walk(numerics):
+        name = _names_artifact(section)
+        if name is None and trail and trail[-1].lower().endswith(_ARTIFACT_SUFFIXES):
+            name = Path(trail[-1]).name
+        if name is None:
+            continue
+        metrics = _scalar_metrics(section, metric_only=True)
+        gates = section.get("gates")
+        if isinstance(gates, list) and gates and all(isinstance(g, dict) for g in gates):
+            metrics["gates"] = "passed" if all(g.get("passed") for g in gates) else "FAILED"
+        elif isinstance(section.get("passed"), bool):
+            metrics["gates"] = "passed" if section["passed"] else "FAILED"
+        if metrics:
+            per_artifact.append((name, metrics))
+    if per_artifact:
+        return per_artifact
     records = []
     for trail, section in runner._walk(numerics):
-        metrics = {
-            key: value
-            for key, value in section.items()
-            if isinstance(value, int | float) and not isinstance(value, bool)
-        }
-        flags = {k: v for k, v in section.items() if isinstance(v, bool)}
-        if not metrics:
-            continue
-        names = [str(section[k]) for k in _LABEL_KEYS if isinstance(section.get(k), str)]
-        label = " / ".join(dict.fromkeys([*[t for t in trail if not t.isdigit()], *names]))
-        records.append((label or "numerics", {**metrics, **flags}))
+        metrics = _scalar_metrics(section, metric_only=True)
+        if metrics:
+            label = " / ".join(t for t in trail if not t.isdigit())
+            records.append((label or "numerics", metrics))
     return records
 
 
@@ -187,6 +234,8 @@ def _fmt_ms(value: Any) -> str:
 
 
 def _fmt_number(value: Any) -> str:
+    if isinstance(value, str):
+        return value
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, int):
@@ -501,17 +550,25 @@ def pareto_png(runs: Sequence[ArtifactRun], path: Path) -> Path | None:
     axes = figure.add_subplot()
     largest = max(p["bytes"] or 1 for p in shown)
     runs_seen = list(dict.fromkeys(p["run"] for p in shown))
-    for point in shown:
+    # Colour names the run (legend); the label names the file, short, at alternating offsets
+    # so that neighbours (an fp32 and an INT8 file of one model) stay readable.
+    offsets = ((14, 14, "left"), (14, -20, "left"), (-14, 14, "right"), (-14, -20, "right"))
+    ordered = sorted(shown, key=lambda p: (p["p50_us"], p["nmse_db"] or 0))
+    for rank, point in enumerate(ordered):
         y = point["nmse_db"] if use_nmse else point["bytes"] / 1024
         area = 40 + 900 * (point["bytes"] or 0) / largest
         color = f"C{runs_seen.index(point['run']) % 10}"
         axes.scatter(point["p50_us"], y, s=area, color=color, alpha=0.55, edgecolors="black")
+        dx, dy, align = offsets[rank % len(offsets)]
         axes.annotate(
-            f"{point['artifact']}\n{point['label'].split(' ', 1)[1].strip()}",
+            _short_label(point["artifact"], point["label"]),
             (point["p50_us"], y),
             textcoords="offset points",
-            xytext=(8, 6),
+            xytext=(dx, dy),
+            ha=align,
             fontsize=7,
+            color="black",
+            arrowprops={"arrowstyle": "-", "color": "grey", "linewidth": 0.6},
         )
     front = _front([(p["p50_us"], p["nmse_db"] if use_nmse else p["bytes"]) for p in shown])
     if len(front) > 1:
@@ -532,6 +589,18 @@ def pareto_png(runs: Sequence[ArtifactRun], path: Path) -> Path | None:
     axes.grid(alpha=0.3)
     axes.margins(0.25)
     return _png(figure, path)
+
+
+_RUNTIME_SHORT = {"onnxruntime": "ORT", "litert": "LiteRT", "torch": "torch"}
+
+
+def _short_label(artifact: str, label: str) -> str:
+    """'int8 .onnx ORT' from the file name and the point's 'run precision runtime' label."""
+    parts = label.split()
+    runtime = _RUNTIME_SHORT.get(parts[-1], parts[-1]) if parts else ""
+    precision = parts[-2] if len(parts) >= 2 else ""
+    suffix = Path(artifact).suffix or artifact
+    return f"{precision} {suffix} {runtime}".strip()
 
 
 def _front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -575,7 +644,7 @@ def _numerics_table(runs: Sequence[ArtifactRun]) -> tuple[list[list[str]], list[
         return [], []
     keys = list(dict.fromkeys(k for _, m in collected for k in m))[:10]
     rows = [[label] + [_fmt_number(m[k]) if k in m else "" for k in keys] for label, m in collected]
-    return rows, ["check", *keys]
+    return rows, ["artifact", *keys]
 
 
 def render_report(
@@ -589,10 +658,11 @@ def render_report(
     """
     if not directories:
         raise CsiDeployError("report needs at least one artifact directory")
+    if out_dir is None and len(directories) > 1:
+        raise CsiDeployError("several directories need --out DIR for the combined report")
     runs = [load_run(d) for d in directories]
+    _unique_labels(runs)
     if out_dir is None:
-        if len(runs) > 1:
-            raise CsiDeployError("several directories need --out DIR for the combined report")
         out_dir = runs[0].directory
     out = Path(out_dir)
     plots: list[Path] = []

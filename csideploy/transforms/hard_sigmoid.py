@@ -2,8 +2,9 @@
 
 hσ(x) = relu6(x + 3) / 6 (CLNet eq. 13) has no exponential: on a mobile CPU it is an add, a
 clamp and a multiply, it exports to ONNX as Add / Clip / Div (no Sigmoid node), and its
-output range is exactly [0, 1] with no tail, which suits INT8. The substitution changes the function the model computes, so
-`hard_sigmoid_study` measures the NMSE before and after, and after a short fine-tune.
+output range is exactly [0, 1] with no tail, which suits INT8. The substitution changes the
+function the model computes, so `hard_sigmoid_study` measures the NMSE before and after, and
+after a short fine-tune.
 
 Usage (what `csideploy export --hard-sigmoid encoder --finetune-epochs N` runs):
 
@@ -371,9 +372,7 @@ def replace_sigmoid(model: nn.Module, *, scope: Scope | str = "encoder") -> Subs
         for r in find_sigmoids(getattr(new_model, part), part, example=examples.get(part))
     ]
     if left:
-        raise CsiDeployError(
-            "sigmoid left after substitution: " + ", ".join(str(r) for r in left)
-        )
+        raise CsiDeployError("sigmoid left after substitution: " + ", ".join(str(r) for r in left))
     return SubstitutionReport(
         model=new_model,
         scope=scope,
@@ -499,8 +498,10 @@ def hard_sigmoid_study(
     before = model_nmse_db(model, eval_x, convention=convention)
     report = replace_sigmoid(model, scope=scope)
     new_model = report.model
-    after = before if report.nothing_to_replace else model_nmse_db(
-        new_model, eval_x, convention=convention
+    after = (
+        before
+        if report.nothing_to_replace
+        else model_nmse_db(new_model, eval_x, convention=convention)
     )
     finetuned = seconds = None
     samples = 0
@@ -510,7 +511,12 @@ def hard_sigmoid_study(
             val_x = _as_csi(val_x, "val_x")
         start = time.perf_counter()
         new_model = _finetune(
-            new_model, train_x, val_x, epochs=finetune_epochs, lr=lr, batch_size=batch_size,
+            new_model,
+            train_x,
+            val_x,
+            epochs=finetune_epochs,
+            lr=lr,
+            batch_size=batch_size,
             seed=seed,
         )
         seconds = time.perf_counter() - start
@@ -555,7 +561,13 @@ def _finetune(
             raise CsiDeployError("fine-tuning needs at least 2 training samples or a val_x")
         train_x, val_x = train_x[:-held], train_x[-held:]
     result = finetune(
-        model, train_x, val_x, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
+        model,
+        train_x,
+        val_x,
+        epochs=epochs,
+        lr=lr,
+        batch_size=batch_size,
+        seed=seed,
         device="cpu",
     )
     return result.model.eval()

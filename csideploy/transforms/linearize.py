@@ -61,8 +61,11 @@ def _as_linear(conv: nn.Conv1d | nn.ConvTranspose1d) -> PointwiseLinear:
         weight = weight.t()
     out_features, in_features = weight.shape
     linear = PointwiseLinear(
-        in_features, out_features, bias=conv.bias is not None,
-        device=weight.device, dtype=weight.dtype,
+        in_features,
+        out_features,
+        bias=conv.bias is not None,
+        device=weight.device,
+        dtype=weight.dtype,
     )
     with torch.no_grad():
         linear.weight.copy_(weight)

@@ -34,10 +34,22 @@ def make_bundle(root: Path) -> Path:
     torch.manual_seed(0)
     model = build("clnet", 64)
     root.mkdir(parents=True)
-    export_onnx(model.encoder, root / "encoder.onnx", role="encoder", input_name="csi",
-                output_name="codeword", input_shape=(2, 32, 32))
-    export_onnx(model.decoder, root / "decoder.onnx", role="decoder", input_name="codeword",
-                output_name="csi_hat", input_shape=(32,))
+    export_onnx(
+        model.encoder,
+        root / "encoder.onnx",
+        role="encoder",
+        input_name="csi",
+        output_name="codeword",
+        input_shape=(2, 32, 32),
+    )
+    export_onnx(
+        model.decoder,
+        root / "decoder.onnx",
+        role="decoder",
+        input_name="codeword",
+        output_name="csi_hat",
+        input_shape=(32,),
+    )
     (root / "README.md").write_text("# model card\n")
     (root / "numerics.json").write_text("{}\n")
     spec = ArtifactSpec(

@@ -22,6 +22,7 @@ from csideploy.export.litert_runner import (
     _load_interpreter_class,
     dequantize,
     encode_csi,
+    litert_latency,
     quantize,
 )
 from csideploy.export.tflite import (
@@ -205,6 +206,26 @@ def test_int8_float_io_wraps_the_same_integer_graph(artifact, evaluation):
     assert difference.max() <= step * 1.01
 
 
+def test_float_io_file_converts_back_to_integer_io(artifact, evaluation, tmp_path):
+    """The fallback for a converter that hands back float I/O: LiteRT's interface tool."""
+    from csideploy.export.tflite import _import_litert, _set_interface
+
+    integer_io = artifact("clnet64", "int8")
+    float_io = artifact("clnet64", "int8", io="float")
+    converted = _set_interface(
+        _import_litert(), float_io.path.read_bytes(), TfliteExportConfig("int8")
+    )
+    path = tmp_path / "back.int8.tflite"
+    path.write_bytes(converted)
+    info = inspect_tflite(path)
+    assert (info.input.name, info.output.name) == ("csi", "codeword")
+    assert info.input == integer_io.input and info.output == integer_io.output
+    assert "DEQUANTIZE" not in info.ops
+    np.testing.assert_array_equal(
+        LiteRTModel(path).run(evaluation), LiteRTModel(integer_io.path).run(evaluation)
+    )
+
+
 def test_int8_lists_ops_left_in_float(tmp_path, calibration):
     """An op with no int8 kernel stays float between DEQUANTIZE and QUANTIZE; it is listed."""
 
@@ -280,6 +301,16 @@ def test_runner_rejects_wrong_inputs(artifact, evaluation):
         encode_csi(runner, evaluation.transpose(0, 2, 3, 1))
 
 
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_latency_is_measured_on_the_files_own_dtype(artifact, precision):
+    result = litert_latency(artifact("clnet64", precision).path, (2, 32, 32), 20, warmup=2)
+    assert result.runtime.startswith("ai_edge_litert ")
+    assert (result.threads, result.batch, result.runs) == (1, 1, 20)
+    assert 0 < result.min_us <= result.p50_us <= result.p90_us
+    with pytest.raises(ShapeError):
+        litert_latency(artifact("clnet64", precision).path, (2, 16, 16), 1)
+
+
 def test_interpreter_selection_falls_back_to_the_next_runtime(artifact, evaluation):
     choice = _load_interpreter_class(("csideploy_no_such_runtime", "ai_edge_litert"))
     assert choice.runtime == "ai_edge_litert"
@@ -317,6 +348,19 @@ def test_importing_the_export_modules_does_not_import_the_converter():
     code = (
         "import sys, csideploy.export.tflite, csideploy.export.litert_runner; "
         "loaded = [m for m in ('litert_torch', 'torchao', 'ai_edge_litert') if m in sys.modules]; "
+        "assert not loaded, loaded"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_runner_needs_neither_torch_nor_the_converter(artifact):
+    """A handset team checks an artifact with numpy and LiteRT alone."""
+    path = artifact("clnet64", "int8").path
+    code = (
+        "import sys, numpy as np; from csideploy.export.litert_runner import encode_csi; "
+        f"codewords = encode_csi({str(path)!r}, np.full((3, 2, 32, 32), 0.5, np.float32)); "
+        "assert codewords.shape == (3, 32), codewords.shape; "
+        "loaded = [m for m in ('torch', 'litert_torch', 'torchao') if m in sys.modules]; "
         "assert not loaded, loaded"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

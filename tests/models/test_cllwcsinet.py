@@ -152,7 +152,7 @@ def test_both_branches_decode_the_received_codeword() -> None:
 def test_short_training_lowers_the_loss() -> None:
     torch.manual_seed(0)
     model = build("cllwcsinet", 16, train_snr_db=40.0).train()
-    x = _toy_csi(64)
+    x = _toy_csi(32)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     losses = []
     for _ in range(8):

@@ -9,11 +9,7 @@ from csideploy.errors import UnknownModelError
 from csideploy.models import build, get_entry, list_models
 from csideploy.models.stats import count_macs, count_params, figures
 
-PUBLISHED = [
-    (name, cr)
-    for name in ("csinet", "crnet", "clnet")
-    for cr in (4, 8, 16, 32, 64)
-]
+PUBLISHED = [(name, cr) for name in ("csinet", "crnet", "clnet") for cr in (4, 8, 16, 32, 64)]
 
 
 def test_registry_lists_the_paper_models() -> None:
@@ -64,7 +60,22 @@ def test_macs_counts_only_conv_and_linear() -> None:
 
 
 def test_unknown_model_and_cr_are_clear_errors() -> None:
-    with pytest.raises(UnknownModelError, match="known models: .*clnet"):
+    with pytest.raises(UnknownModelError, match=r"known models: .*clnet"):
         build("nope", 4)
     with pytest.raises(UnknownModelError, match="no CR 1/5"):
         build("clnet", 5)
+
+
+def test_hard_sigmoid_is_exact_and_passes_gradient_when_saturated() -> None:
+    from csideploy.models.blocks import SATURATED_GRADIENT, HardSigmoid
+
+    x = torch.linspace(-6, 6, 121, requires_grad=True)
+    layer = HardSigmoid().train()
+    y = layer(x)
+    assert torch.equal(y, torch.nn.functional.hardsigmoid(x.detach()))
+    y.sum().backward()
+    inside = (x.detach() > -3) & (x.detach() < 3)
+    assert torch.allclose(x.grad[inside], torch.full_like(x.grad[inside], 1 / 6))
+    assert torch.allclose(x.grad[~inside], torch.full_like(x.grad[~inside], SATURATED_GRADIENT / 6))
+    with torch.no_grad():
+        assert torch.equal(layer.eval()(x), y)

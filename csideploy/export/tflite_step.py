@@ -1,0 +1,109 @@
+"""The TFLite format of the export recipe: encoder.tflite, encoder.int8.tflite, encoder.dyn.tflite.
+
+Registered as format "tflite" in `csideploy.export.recipe.FORMAT_STEPS`. Every file is run on
+LiteRT over the evaluation set and held to the same gates as the ONNX files: the fp32 file to
+the codeword max-abs tolerance, the INT8 files to `--max-nmse-drop` (int8 I/O is quantized and
+dequantized with the file's own scale and zero point for the comparison).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from csideploy.errors import DataError
+from csideploy.export.latency import LatencyResult
+from csideploy.export.litert_runner import encode_csi, litert_latency
+from csideploy.export.numerics import (
+    GateResult,
+    Numerics,
+    check_nmse_drop,
+    check_parity,
+    encoder_numerics,
+)
+from csideploy.export.onnx_export import TensorInfo
+from csideploy.export.recipe import ArtifactResult, ExportContext, register_format
+from csideploy.export.tflite import TensorSpec, TfliteArtifact, export_tflite
+
+TFLITE_FILES = {
+    "fp32": "encoder.tflite",
+    "int8": "encoder.int8.tflite",
+    "dynamic": "encoder.dyn.tflite",
+}
+
+
+def _latency(path: Path, input_shape: Sequence[int], runs: int) -> LatencyResult:
+    return litert_latency(path, runs=runs)
+
+
+@register_format("tflite", latency=_latency)
+def tflite_step(context: ExportContext) -> list[ArtifactResult]:
+    """The fp32 TFLite encoder, and with `--int8` the static or dynamic INT8 one."""
+    artifacts = [_export(context, "fp32")]
+    mode = context.config.int8
+    if mode == "static":
+        artifacts.append(_export(context, "int8"))
+    elif mode == "dynamic":
+        artifacts.append(_export(context, "dynamic"))
+    return artifacts
+
+
+def _export(context: ExportContext, precision: str) -> ArtifactResult:
+    file = TFLITE_FILES[precision]
+    calibration = None
+    if precision == "int8":
+        if context.calibration is None:
+            raise DataError("static INT8 needs a calibration set")
+        calibration = context.calibration.data
+    artifact = export_tflite(
+        context.split.export_encoder,
+        context.staging / file,
+        precision=precision,
+        calibration=calibration,
+        io=context.config.tflite_io,
+        layout=context.config.layout,
+    )
+    codewords = encode_csi(artifact.path, context.reference.csi)
+    numerics = encoder_numerics(context.reference, context.split.decoder, codewords)
+    return _result(context, artifact, numerics, _gate(context, file, precision, numerics))
+
+
+def _gate(context: ExportContext, file: str, precision: str, numerics: Numerics) -> GateResult:
+    if precision == "fp32":
+        return check_parity(numerics, context.onnx_tolerance, what=f"{file} (torch -> TFLite)")
+    return check_nmse_drop(
+        numerics, context.config.max_nmse_drop, what=f"{file} (float -> TFLite {precision})"
+    )
+
+
+def _tensor(spec: TensorSpec) -> TensorInfo:
+    return TensorInfo(name=spec.name, shape=tuple(spec.shape), dtype=spec.dtype)
+
+
+def _result(
+    context: ExportContext, artifact: TfliteArtifact, numerics: Numerics, gate: GateResult
+) -> ArtifactResult:
+    return ArtifactResult(
+        path=context.final_path(artifact.path.name),
+        format="tflite",
+        role="encoder",
+        side="UE",
+        precision=artifact.precision,
+        bytes=artifact.num_bytes,
+        sha256=artifact.sha256,
+        numerics=numerics,
+        gates=(gate,),
+        inputs=(_tensor(artifact.input),),
+        outputs=(_tensor(artifact.output),),
+        float_ops=artifact.float_ops if artifact.precision != "fp32" else None,
+        details={
+            "layout": artifact.layout,
+            "io_dtype": artifact.io_dtype,
+            "input": artifact.input.to_dict(),
+            "output": artifact.output.to_dict(),
+            "ops": list(artifact.ops),
+            "op_count": artifact.op_count,
+            "weight_dtypes": list(artifact.weight_dtypes),
+            "converter": artifact.converter,
+        },
+    )

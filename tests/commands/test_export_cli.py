@@ -1,0 +1,145 @@
+"""`csideploy export` through the CLI: JSON output, the INT8 gate, and every error exit."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from csideploy.cli import main
+from csideploy.models.checkpoint import save_checkpoint
+
+_HELPERS = Path(__file__).parents[1] / "export" / "conftest.py"
+
+
+def _helpers():
+    spec = importlib.util.spec_from_file_location("export_test_helpers", _HELPERS)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    path = tmp_path_factory.mktemp("ckpt") / "clnet_cr32.pt"
+    return save_checkpoint(path, _helpers().handmade_clnet(32))
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def _export(*args: str):
+    return CliRunner().invoke(main, ["export", *args])
+
+
+def _one_line_error(result, code: int = 2) -> str:
+    assert result.exit_code == code, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    return lines[0]
+
+
+FAST = ("--calib-samples", "32", "--eval-samples", "64")
+
+
+def test_json_result_and_bare_int8_means_static(workdir, checkpoint):
+    result = _export("--model", "clnet", "--checkpoint", str(checkpoint), "--int8", *FAST,
+                     "--json")
+    assert result.exit_code == 0, result.stderr
+    payload = json.loads(result.stdout)
+    assert payload["int8"] == "static" and payload["cr"] == 32
+    assert payload["out_dir"] == str(workdir / "artifacts" / "clnet-cr32")
+    files = sorted(p.name for p in (workdir / "artifacts" / "clnet-cr32").iterdir())
+    assert files == ["decoder.onnx", "encoder.int8.onnx", "encoder.onnx", "manifest.json",
+                     "numerics.json", "report.md"]
+    assert [a["precision"] for a in payload["artifacts"]] == ["fp32", "int8", "fp32"]
+    assert payload["artifacts"][1]["numerics"]["delta_nmse_db"] <= 0.5
+
+    again = _export("--model", "clnet", "--checkpoint", str(checkpoint), *FAST)
+    assert "--force" in _one_line_error(again)
+    assert sorted(p.name for p in (workdir / "artifacts").iterdir()) == ["clnet-cr32"]
+
+
+def test_force_replaces_with_a_dynamic_int8_export(workdir, checkpoint):
+    target = workdir / "artifacts" / "clnet-cr32"
+    target.mkdir(parents=True)
+    (target / "stale.txt").write_text("old")
+    result = _export("--model", "clnet", "--checkpoint", str(checkpoint), "--int8", "dynamic",
+                     "--eval-samples", "32", "--force")
+    assert result.exit_code == 0, result.stderr
+    assert "exported clnet CR 1/32" in result.stdout and "encoder.dyn.onnx" in result.stdout
+    assert sorted(p.name for p in target.iterdir()) == [
+        "decoder.onnx", "encoder.dyn.onnx", "encoder.onnx", "manifest.json", "numerics.json",
+        "report.md",
+    ]
+    manifest = json.loads((target / "manifest.json").read_text())
+    assert manifest["calibration"] is None
+    dyn = manifest["quantization"]["encoder.dyn.onnx"]
+    assert dyn["mode"] == "dynamic" and dyn["op_types_to_quantize"] == ["MatMul", "Gemm"]
+    numerics = json.loads((target / "numerics.json").read_text())
+    entry = next(a for a in numerics["artifacts"] if a["file"] == "encoder.dyn.onnx")
+    assert entry["precision"] == "dynamic" and entry["delta_nmse_db"] <= 0.5
+    assert "Conv" in entry["float_ops"] and "Gemm" not in entry["float_ops"]
+    assert sorted(p.name for p in workdir.iterdir()) == ["artifacts"]
+
+
+def test_gate_failure_prints_the_layer_table_and_writes_nothing(workdir, checkpoint):
+    np.save(workdir / "flat.npy", np.full((32, 2, 32, 32), 0.5, np.float32))
+    result = _export("--model", "clnet", "--checkpoint", str(checkpoint), "--int8", "static",
+                     "--calib", "flat.npy", *FAST, "--out", "out")
+    assert result.exit_code == 3
+    assert "per-tensor SQNR" in result.stderr and "| encoder." in result.stderr
+    error = result.stderr.strip().splitlines()[-1]
+    assert error.startswith("error: encoder.int8.onnx") and "--max-nmse-drop" in error
+    assert sorted(p.name for p in workdir.iterdir()) == ["flat.npy"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--model", "nope"), "unknown model 'nope'"),
+        (("--model", "clnet", "--cr", "16"), "none shipped for clnet CR 1/16"),
+        (("--model", "clnet", "--cr", "3"), "no CR 1/3"),
+        (("--model", "clnet", "--int8", "--calib-samples", "8"), "at least 32"),
+        (("--model", "clnet", "--eval-samples", "2"), "at least 16"),
+        (("--model", "clnet", "--max-nmse-drop", "-1"), "--max-nmse-drop"),
+        (("--model", "clnet", "--opset", "11"), "opset 11"),
+        (("--model", "clnet", "--checkpoint", "missing.pt"), "missing.pt"),
+        (("--model", "clnet", "--calib", "x.npy"), "--calib is only used by static INT8"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(workdir, args, message):
+    line = _one_line_error(_export(*args))
+    assert message in line
+    assert list(workdir.iterdir()) == []
+
+
+def test_small_calibration_file(workdir, checkpoint):
+    np.save(workdir / "few.npy", np.full((10, 2, 32, 32), 0.5, np.float32))
+    line = _one_line_error(_export("--model", "clnet", "--checkpoint", str(checkpoint),
+                                   "--int8", "--calib", "few.npy", *FAST))
+    assert "holds 10 samples, fewer than 32 requested (--calib-samples)" in line
+    assert sorted(p.name for p in workdir.iterdir()) == ["few.npy"]
+
+
+def test_unwritable_output(workdir, checkpoint):
+    (workdir / "plain-file").write_text("x")
+    line = _one_line_error(_export("--model", "clnet", "--checkpoint", str(checkpoint),
+                                   "--out", "plain-file/out"))
+    assert "plain-file" in line and "not a directory" in line
+    line = _one_line_error(_export("--model", "clnet", "--checkpoint", str(checkpoint),
+                                   "--out", "plain-file"))
+    assert "not a directory" in line
+    assert sorted(p.name for p in workdir.iterdir()) == ["plain-file"]
+
+
+def test_unknown_int8_mode_is_a_usage_error(workdir):
+    result = _export("--model", "clnet", "--int8", "int4")
+    assert result.exit_code == 2 and "int4" in result.stderr
