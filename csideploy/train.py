@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from csideploy.errors import CheckpointError, DataError, ShapeError
+from csideploy.errors import CheckpointError, CsiDeployError, DataError, ShapeError
 from csideploy.models.registry import CSI_SHAPE, CsiAutoencoder, build
 
 SCHEDULERS = ("cosine", "const")
@@ -190,7 +190,7 @@ def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
-        raise DataError("device 'cuda' requested but torch sees no CUDA device")
+        raise CsiDeployError("device 'cuda' requested but torch sees no CUDA device")
     return torch.device(device)
 
 

@@ -119,3 +119,28 @@ def test_evaluate_checkpoint_missing_data(model: torch.nn.Module, tmp_path: Path
     save_checkpoint(ckpt, model, metadata={})
     with pytest.raises(CsiDeployError, match=r"absent\.mat"):
         evaluate_checkpoint("crnet", ckpt, tmp_path / "absent.mat")
+
+
+def test_shipped_checkpoint_matches_its_model_card() -> None:
+    """The shipped demo checkpoint reproduces the test NMSE its model card records."""
+    import re
+
+    from csideploy.calibration.synthetic import split_seeds
+    from csideploy.models.checkpoint import CHECKPOINT_DIR, load_checkpoint
+
+    path = CHECKPOINT_DIR / "clnet_cr4_indoor.pt"
+    card = (CHECKPOINT_DIR / "README.md").read_text()
+    assert path.stat().st_size < 10_000_000
+    assert "optimizer" not in torch.load(path, map_location="cpu", weights_only=True)
+    loaded = load_checkpoint(path)
+    assert (loaded.name, loaded.cr) == ("clnet", 4)
+    meta = loaded.metadata
+    assert meta["data"]["synthetic"]["scenario"] == "indoor"
+    assert meta["data"]["synthetic"]["seed"] == 0
+    assert meta["nmse_convention"] == "linear"
+    assert f"--epochs {meta['epochs']} " in card
+
+    # the card's test split: `data synth --scenario indoor -n 20000 --seed 0`, 2,667 samples
+    test = generate(2667, scenario="indoor", seed=split_seeds(0)["test"])
+    recorded = float(re.search(r"\*\*([+-]?\d+\.\d+)\*\*", card).group(1))
+    assert evaluate(loaded.model, test).nmse_db == pytest.approx(recorded, abs=0.006)

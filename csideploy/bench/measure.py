@@ -170,7 +170,22 @@ def run_bench(
     from csideploy.report.render import write_latency_section
 
     report_path = write_latency_section(destination, perf)
+    _refresh_bundle_manifest(destination)
     return BenchResult(perf, perf_path, report_path)
+
+
+def _refresh_bundle_manifest(directory: Path) -> None:
+    """A bundle's manifest hashes report.md and lists perf.json: keep it true after writing."""
+    from csideploy.bundle.manifest import MANIFEST_NAME, read_manifest, refresh_file_hashes
+    from csideploy.errors import BundleError
+
+    if not (Path(directory) / MANIFEST_NAME).is_file():
+        return
+    try:
+        read_manifest(directory)
+    except BundleError:
+        return  # not a bundle manifest (e.g. a plain export directory): nothing to keep true
+    refresh_file_hashes(directory)
 
 
 @contextmanager

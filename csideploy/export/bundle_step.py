@@ -34,7 +34,9 @@ def write_bundle(directory: Path, result: Any, *, version: str) -> dict[str, Any
     golden_inputs = np.ascontiguousarray(result.evaluation.data[:GOLDEN_SAMPLES], np.float32)
     ue = [a for a in result.artifacts if a.side == "UE"]
     specs = [_artifact_spec(directory, a, result) for a in ue]
-    reports = [p for p in ("numerics.json", "report.md") if (directory / p).is_file()]
+    reports = [
+        p for p in ("numerics.json", "report.md", "report.html") if (directory / p).is_file()
+    ]
     manifest = assemble_bundle(
         directory,
         header=_header(result, version),

@@ -574,8 +574,10 @@ def write_step(staging: Path, result: ExportResult, *, version: str = "0.1.0") -
     """numerics.json, report.md, then the handset bundle (runner, golden vectors, model card,
     manifest.json); returns the result with its file list."""
     from csideploy.export.bundle_step import write_bundle
+    from csideploy.report.render import render_report
 
     write_reports(staging, result)
+    render_report([staging])
     write_bundle(staging, result, version=version)
     listed = sorted(p for p in staging.rglob("*") if p.is_file())
     return replace(result, files=tuple(file_entry(p, staging) for p in listed))

@@ -267,15 +267,21 @@ def report_markdown(result: ExportResult) -> str:
         f"| encoder (UE) | {sizes.params_encoder:,} | {sizes.macs_encoder:,} |",
         f"| decoder (BS) | {sizes.params_decoder:,} | {sizes.macs_decoder:,} |",
         "",
-        "| file | side | precision | bytes | latency p50 (us) |",
-        "|---|---|---|---:|---:|",
+        "| file | side | precision | bytes | runtime | latency p50 / p90 (us) |",
+        "|---|---|---|---:|---|---:|",
     ]
     for a in result.artifacts:
-        p50 = f"{a.latency.p50_us:.1f}" if a.latency else "-"
-        lines.append(f"| {a.file} | {a.side} | {a.precision} | {a.bytes:,} | {p50} |")
+        runtime = a.latency.runtime if a.latency else "-"
+        p50 = f"{a.latency.p50_us:.1f} / {a.latency.p90_us:.1f}" if a.latency else "-"
+        lines.append(f"| {a.file} | {a.side} | {a.precision} | {a.bytes:,} | {runtime} | {p50} |")
     latency = next((a.latency for a in result.artifacts if a.latency), None)
     if latency is not None:
-        lines += ["", f"Latency: {latency.line()}."]
+        lines += [
+            "",
+            f"Latency: {latency.threads} thread, batch {latency.batch}, {latency.runs} runs "
+            f"after {latency.warmup} warm-up, on the machine that ran the export (a quick "
+            "check, not a handset figure).",
+        ]
     lines += [
         "",
         "## Numerics",

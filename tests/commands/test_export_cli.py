@@ -36,7 +36,8 @@ def workdir(tmp_path, monkeypatch):
 
 
 def _export(*args: str):
-    return CliRunner().invoke(main, ["export", *args])
+    """`csideploy export ... --format onnx` (the TFLite format has its own tests)."""
+    return CliRunner().invoke(main, ["export", "--format", "onnx", *args])
 
 
 def _one_line_error(result, code: int = 2) -> str:
@@ -56,9 +57,9 @@ def test_json_result_and_bare_int8_means_static(workdir, checkpoint):
     payload = json.loads(result.stdout)
     assert payload["int8"] == "static" and payload["cr"] == 32
     assert payload["out_dir"] == str(workdir / "artifacts" / "clnet-cr32")
-    files = sorted(p.name for p in (workdir / "artifacts" / "clnet-cr32").iterdir())
-    assert files == ["decoder.onnx", "encoder.int8.onnx", "encoder.onnx", "manifest.json",
-                     "numerics.json", "report.md"]
+    files = {p.name for p in (workdir / "artifacts" / "clnet-cr32").iterdir()}
+    assert {"decoder.onnx", "encoder.int8.onnx", "encoder.onnx", "manifest.json",
+            "numerics.json", "report.md"} <= files
     assert [a["precision"] for a in payload["artifacts"]] == ["fp32", "int8", "fp32"]
     assert payload["artifacts"][1]["numerics"]["delta_nmse_db"] <= 0.5
 
@@ -75,12 +76,11 @@ def test_force_replaces_with_a_dynamic_int8_export(workdir, checkpoint):
                      "--eval-samples", "32", "--force")
     assert result.exit_code == 0, result.stderr
     assert "exported clnet CR 1/32" in result.stdout and "encoder.dyn.onnx" in result.stdout
-    assert sorted(p.name for p in target.iterdir()) == [
-        "decoder.onnx", "encoder.dyn.onnx", "encoder.onnx", "manifest.json", "numerics.json",
-        "report.md",
-    ]
+    files = {p.name for p in target.iterdir()}
+    assert {"decoder.onnx", "encoder.dyn.onnx", "encoder.onnx", "manifest.json"} <= files
+    assert "stale.txt" not in files and "encoder.int8.onnx" not in files
     manifest = json.loads((target / "manifest.json").read_text())
-    assert manifest["calibration"] is None
+    assert manifest["calibration"]["samples"] == 0
     dyn = manifest["quantization"]["encoder.dyn.onnx"]
     assert dyn["mode"] == "dynamic" and dyn["op_types_to_quantize"] == ["MatMul", "Gemm"]
     numerics = json.loads((target / "numerics.json").read_text())
