@@ -110,6 +110,21 @@ from csideploy.export import (
     show_default=True,
     help="Artifact version (semver) recorded in the manifest.",
 )
+@click.option(
+    "--hard-sigmoid",
+    type=click.Choice(["encoder", "all"]),
+    is_flag=False,
+    flag_value="encoder",
+    default=None,
+    help="Replace sigmoids by relu6(x+3)/6 (bare: encoder only; 'all': decoder too).",
+)
+@click.option(
+    "--finetune-epochs",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Fine-tune after --hard-sigmoid on synthetic indoor training data.",
+)
 @click.option("--force", is_flag=True, help="Replace an existing output directory.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @reports_errors
@@ -130,6 +145,8 @@ def export_command(
     layout: str,
     tflite_io: str,
     version: str,
+    hard_sigmoid: str | None,
+    finetune_epochs: int,
     force: bool,
     as_json: bool,
 ) -> None:
@@ -155,6 +172,8 @@ def export_command(
         layout=layout,
         tflite_io=tflite_io,
         version=version,
+        hard_sigmoid=hard_sigmoid,
+        finetune_epochs=finetune_epochs,
     )
     try:
         result = run_export(config)
@@ -165,6 +184,15 @@ def export_command(
     if as_json:
         echo_json(result.to_dict())
         return
+    study = result.surgery.get("hard_sigmoid")
+    if study:
+        tuned = study["nmse_finetuned_db"]
+        click.echo(
+            f"hard-sigmoid ({study['scope']}): replaced {len(study['replaced'])} sigmoid(s); "
+            f"NMSE {study['nmse_before_db']:.2f} -> {study['nmse_after_db']:.2f} dB"
+            + (f" -> {tuned:.2f} dB after {study['finetune_epochs']} epoch(s)" if tuned else "")
+            + (" (the encoder has no sigmoid)" if study["nothing_to_replace"] else "")
+        )
     click.echo(
         f"exported {result.model} CR 1/{result.cr} to {result.out_dir} "
         f"in {sum(result.seconds.values()):.1f} s"

@@ -81,6 +81,7 @@ def _header(result: Any, version: str) -> dict[str, Any]:
         "quantization": {
             a.file: a.quantization.to_dict() for a in result.artifacts if a.quantization
         },
+        "surgery": dict(result.surgery),
         "tools": tool_versions(),
     }
 

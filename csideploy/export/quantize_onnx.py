@@ -5,10 +5,11 @@ activations calibrated on representative CSI with MinMax, Entropy or Percentile 
 float graph first goes through `quant_pre_process` with `skip_symbolic_shape=True` (the
 symbolic shape inference fails on ReduceMax / ReduceMean, which CLNet's attention uses).
 
-Activation type: QInt8 (signed int8 activations and weights, "S8S8"). Measured on a CLNet
-CR 1/4 encoder (table in `docs/int8.md`): as accurate as QUInt8 and faster with ONNX Runtime
-on an AVX2 x86 CPU (287 vs 356 us p50), and int8 activations are what mobile NPUs and XNNPACK
-expect.
+Activation type: QInt8 (signed int8 activations and weights, "S8S8"). Measured on CLNet
+CR 1/4 encoders (tables in `docs/int8.md`): faster than QUInt8 with ONNX Runtime on an AVX2
+x86 CPU (277 vs 349 us p50 on the shipped checkpoint) and never less accurate (QUInt8 with an
+8-bit CSI input lost 6.7 dB NMSE there); int8 activations are also what mobile NPUs and
+XNNPACK expect.
 
 Float CSI input (`float_input=True`, the default): the layers that read the raw CSI are
 excluded from quantization, so the CSI is never rounded to 8 bits. COST2100-style CSI is

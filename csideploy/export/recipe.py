@@ -118,6 +118,10 @@ class ExportConfig:
     """I/O dtype of the full-integer TFLite encoder: "int8" or "float"."""
     version: str = "0.1.0"
     """The bundle's artifact version (semver)."""
+    hard_sigmoid: str | None = None
+    """None, "encoder" or "all": replace sigmoids with relu6(x + 3) / 6 before export."""
+    finetune_epochs: int = 0
+    finetune_samples: int = 5000
     latency_runs: int = DEFAULT_RUNS
     convention: str = NMSE_CONVENTION
 
@@ -149,6 +153,14 @@ class ExportConfig:
         check_opset(self.opset)
         if not self.formats or len(set(self.formats)) != len(self.formats):
             raise CsiDeployError(f"formats must be distinct and non-empty, got {self.formats}")
+        if self.hard_sigmoid not in (None, "encoder", "all"):
+            raise CsiDeployError(
+                f"--hard-sigmoid must be encoder or all, got {self.hard_sigmoid!r}"
+            )
+        if self.finetune_epochs and self.hard_sigmoid is None:
+            raise CsiDeployError("--finetune-epochs needs --hard-sigmoid")
+        if _bad_count(self.finetune_epochs, 0) or _bad_count(self.finetune_samples, 16):
+            raise CsiDeployError("--finetune-epochs must be >= 0 and the samples >= 16")
         if self.layout not in ("nchw", "nhwc"):
             raise CsiDeployError(f"--layout must be nchw or nhwc, got {self.layout!r}")
         if self.tflite_io not in ("int8", "float"):
@@ -323,6 +335,7 @@ class ExportResult:
     versions: Mapping[str, str]
     files: tuple[FileEntry, ...] = ()
     seconds: Mapping[str, float] = field(default_factory=dict)
+    surgery: Mapping[str, Any] = field(default_factory=dict)
 
     def artifact(self, file: str) -> ArtifactResult:
         for artifact in self.artifacts:
@@ -360,6 +373,7 @@ class ExportResult:
                 "files": [f.to_dict() for f in self.files],
                 "versions": dict(self.versions),
                 "seconds": dict(self.seconds),
+                "surgery": dict(self.surgery),
             }
         )
 
@@ -497,6 +511,50 @@ def split_step(model: nn.Module) -> SplitModel:
         input_shape=input_shape,
         codeword_length=int(codeword.shape[1]),
     )
+
+
+def surgery_step(
+    config: ExportConfig, model: nn.Module, evaluation: CsiSet
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Hard-sigmoid substitution (and its optional fine-tune), with the NMSE before and after."""
+    if config.hard_sigmoid is None:
+        return model, {}
+    from csideploy.calibration.synthetic import generate
+    from csideploy.transforms import hard_sigmoid_study
+
+    train_x = None
+    if config.finetune_epochs:
+        train_x = generate(config.finetune_samples, scenario="indoor", seed=FINETUNE_SEED)
+    study = hard_sigmoid_study(
+        model,
+        evaluation.data,
+        train_x=train_x,
+        finetune_epochs=config.finetune_epochs,
+        scope=config.hard_sigmoid,
+        convention=config.convention,
+    )
+    summary = {
+        "hard_sigmoid": {
+            "scope": study.scope,
+            "replaced": list(study.replaced),
+            "nothing_to_replace": study.nothing_to_replace,
+            "nmse_convention": study.convention,
+            "eval_samples": study.n_eval,
+            "nmse_before_db": study.nmse_before_db,
+            "nmse_after_db": study.nmse_after_db,
+            "nmse_finetuned_db": study.nmse_finetuned_db,
+            "finetune_epochs": study.finetune_epochs,
+            "finetune_samples": study.finetune_samples,
+            "finetune_data": f"synthetic indoor (seed {FINETUNE_SEED})"
+            if train_x is not None
+            else None,
+        }
+    }
+    return (study.model if study.model is not None else model), summary
+
+
+FINETUNE_SEED = 3003
+"""Seed of the synthetic training set for `--finetune-epochs` (disjoint from calib / eval)."""
 
 
 def calibration_step(config: ExportConfig) -> CsiSet | None:
@@ -785,11 +843,13 @@ def run_export(config: ExportConfig) -> ExportResult:
 
     with StagedOutput(target, force=config.force) as staged:
         assert staged.path is not None
-        with timer.step("split"):
-            split = split_step(loaded.model)
         with timer.step("data"):
             calibration = calibration_step(config)
             evaluation = evaluation_step(config)
+        with timer.step("surgery"):
+            model, surgery = surgery_step(config, loaded.model, evaluation)
+        with timer.step("split"):
+            split = split_step(model)
         with timer.step("reference"):
             reference = reference_step(split, evaluation, config.convention)
         input_spec = _input_spec(entry.input_spec)
@@ -848,6 +908,7 @@ def run_export(config: ExportConfig) -> ExportResult:
             onnx_tolerance=float(entry.onnx_tolerance),
             max_nmse_drop_db=config.max_nmse_drop,
             versions=versions(),
+            surgery=surgery,
         )
         with timer.step("write"):
             result = write_step(staged.path, result, version=config.version)

@@ -90,6 +90,22 @@ def test_force_replaces_with_a_dynamic_int8_export(workdir, checkpoint):
     assert sorted(p.name for p in workdir.iterdir()) == ["artifacts"]
 
 
+def test_defaults_use_the_shipped_checkpoint(workdir):
+    """`csideploy export --model clnet --int8` on a fresh install (smaller evaluation set)."""
+    result = _export("--model", "clnet", "--int8", "--eval-samples", "128", "--json")
+    assert result.exit_code == 0, result.stderr
+    payload = json.loads(result.stdout)
+    assert (payload["model"], payload["cr"], payload["codeword_length"]) == ("clnet", 4, 512)
+    assert payload["checkpoint"]["file"] == "shipped default clnet_cr4_indoor.pt"
+    assert payload["calibration"]["samples"] == 256
+    assert payload["calibration"]["source"] == "synthetic indoor (seed 1001)"
+    assert payload["evaluation"]["source"] == "synthetic indoor (seed 2002)"
+    int8 = next(a for a in payload["artifacts"] if a["file"] == "encoder.int8.onnx")
+    assert int8["quantization"]["activation_type"] == "QInt8"
+    assert abs(int8["numerics"]["delta_nmse_db"]) <= 0.5
+    assert (workdir / "artifacts" / "clnet-cr4" / "encoder.int8.onnx").is_file()
+
+
 def test_gate_failure_prints_the_layer_table_and_writes_nothing(workdir, checkpoint):
     np.save(workdir / "flat.npy", np.full((32, 2, 32, 32), 0.5, np.float32))
     result = _export("--model", "clnet", "--checkpoint", str(checkpoint), "--int8", "static",
