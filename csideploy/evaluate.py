@@ -165,3 +165,28 @@ def _sibling_hf(test_file: Path) -> Path | None:
             candidate = test_file.with_name(split_filename("testF", scenario))
             return candidate if candidate.is_file() else None
     return None
+
+
+def snr_sweep_checkpoint(
+    model_name: str,
+    checkpoint: str | os.PathLike[str],
+    data: str | os.PathLike[str],
+    snrs: list[float],
+    *,
+    convention: str = "linear",
+    cr: int | None = None,
+    scenario: str | None = None,
+    limit: int | None = None,
+) -> list[dict[str, float]]:
+    """NMSE with AWGN on the codeword at each SNR (dB, per-sample codeword power): the data
+    for a noise-robustness figure. Noise is added between encoder and decoder, seeded."""
+    from csideploy.calibration.io import load_csi, resolve_data
+    from csideploy.models.checkpoint import load_checkpoint
+    from csideploy.models.noise import evaluate_with_snr
+
+    _describe(convention)
+    data_path = resolve_data(data, split="test", scenario=scenario)
+    loaded = load_checkpoint(checkpoint, model=model_name, cr=cr)
+    x = load_csi(data_path, limit=limit)
+    points = evaluate_with_snr(loaded.model, x, snrs, convention=convention)
+    return [{"snr_db": float(p.snr_db), "nmse_db": float(p.nmse_db)} for p in points]

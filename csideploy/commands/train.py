@@ -140,6 +140,12 @@ def train_command(
 @click.option("--scenario", type=click.Choice(["indoor", "outdoor"]), default=None)
 @click.option("--limit", type=int, default=None, help="Use only the first N samples.")
 @click.option(
+    "--snr",
+    "snrs",
+    default=None,
+    help="Comma-separated SNRs (dB) of AWGN on the codeword, e.g. 0,10,20,40.",
+)
+@click.option(
     "--hf",
     type=click.Path(path_type=Path),
     default=None,
@@ -155,11 +161,38 @@ def evaluate_command(
     convention: str,
     scenario: str | None,
     limit: int | None,
+    snrs: str | None,
     hf: Path | None,
     as_json: bool,
 ) -> None:
     """Reconstruction NMSE (dB) of a checkpoint on CSI data, under a named convention."""
-    from csideploy.evaluate import evaluate_checkpoint
+    from csideploy.evaluate import evaluate_checkpoint, snr_sweep_checkpoint
+
+    if snrs is not None:
+        try:
+            levels = [float(v) for v in snrs.split(",") if v.strip()]
+        except ValueError:
+            raise click.BadParameter(
+                f"not a list of numbers: {snrs!r}", param_hint="--snr"
+            ) from None
+        points = snr_sweep_checkpoint(
+            model_name,
+            checkpoint,
+            data,
+            levels,
+            convention=convention,
+            cr=cr,
+            scenario=scenario,
+            limit=limit,
+        )
+        if as_json:
+            echo_json({"convention": convention, "points": points})
+        else:
+            for point in points:
+                click.echo(
+                    f"SNR {point['snr_db']:g} dB: NMSE {point['nmse_db']:.2f} dB ({convention})"
+                )
+        return
 
     result = evaluate_checkpoint(
         model_name,

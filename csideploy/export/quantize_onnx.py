@@ -35,9 +35,7 @@ import io
 import logging
 import math
 import os
-import tempfile
 import warnings
-from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -48,7 +46,7 @@ import onnx
 from onnx import numpy_helper
 
 from csideploy.errors import DataError
-from csideploy.export import CALIBRATION_METHODS, INT8_MODES
+from csideploy.export import CALIBRATION_METHODS
 
 DYNAMIC_OP_TYPES = ("MatMul", "Gemm")
 ACTIVATION_TYPE = "QInt8"
@@ -170,12 +168,6 @@ class _ArrayReader:
     def set_range(self, start_index: int, end_index: int) -> None:
         self.data = self.data[start_index:end_index]
         self.rewind()
-
-
-def check_mode(mode: str) -> str:
-    if mode not in INT8_MODES:
-        raise ValueError(f"INT8 mode must be one of {INT8_MODES}, got {mode!r}")
-    return mode
 
 
 def check_calibration_method(method: str) -> str:
@@ -358,11 +350,6 @@ def _float_compute_ops(model: onnx.ModelProto) -> tuple[str, ...]:
     return tuple(sorted(left))
 
 
-def op_counts(model: onnx.ModelProto) -> dict[str, int]:
-    """How many nodes of each op type the graph holds, sorted by name."""
-    return dict(sorted(Counter(node.op_type for node in model.graph.node).items()))
-
-
 def layer_sqnr(
     float_path: str | os.PathLike[str],
     quantized_path: str | os.PathLike[str],
@@ -511,8 +498,3 @@ def _quiet() -> Iterator[None]:
             yield
     finally:
         root.setLevel(level)
-
-
-def scratch_dir(parent: str | os.PathLike[str] | None = None) -> tempfile.TemporaryDirectory:
-    """A temporary directory for intermediate graphs (pre-processed, augmented)."""
-    return tempfile.TemporaryDirectory(prefix="csideploy-quant-", dir=parent)
