@@ -63,12 +63,14 @@ def assemble_bundle(
     golden_inputs: np.ndarray,
     ue_files: list[str],
     bs_files: list[str],
+    measurement_files: list[str] | None = None,
 ) -> dict[str, Any]:
     """Write `golden/` and `manifest.json` into `bundle_dir`; return the manifest.
 
     `header` holds the manifest's descriptive sections (artifact_version, model,
     preprocessing, feedback, calibration, tools). `ue_files` are the bundle-relative files a
-    handset receives besides the golden vectors; `bs_files` stay on the BS side.
+    handset receives besides the golden vectors; `bs_files` stay on the BS side;
+    `measurement_files` carry timings (different on every run) and are not packed.
     """
     bundle_dir = Path(bundle_dir)
     inputs_path = write_inputs(bundle_dir, golden_inputs)
@@ -95,6 +97,7 @@ def assemble_bundle(
         "artifacts": entries,
         "files": [file_entry(bundle_dir, p) for p in sorted({*ue_files, *golden_files})],
         "bs_side": [file_entry(bundle_dir, p) for p in sorted(bs_files)],
+        "measurements": sorted(measurement_files or []),
     }
     validate_manifest(manifest)
     write_json_atomic(bundle_dir / MANIFEST_NAME, manifest)

@@ -15,6 +15,9 @@ from csideploy.errors import BundleError
 
 SCHEMA_VERSION = "1.0"
 MANIFEST_NAME = "manifest.json"
+MEASUREMENT_FILES = ("report.md", "report.html", "perf.json")
+"""Files with timings: listed in `measurements`, not hashed, never packed (they differ run
+to run, so hashing them would make every export's manifest and tarball differ)."""
 
 
 @lru_cache(maxsize=1)
@@ -90,11 +93,11 @@ def refresh_file_hashes(bundle_dir: Path) -> dict[str, Any]:
     """
     bundle_dir = Path(bundle_dir)
     manifest = read_manifest(bundle_dir)
-    listed = [entry["path"] for entry in manifest["files"]]
-    for extra in ("perf.json", "report.html"):
-        if (bundle_dir / extra).is_file() and extra not in listed:
-            listed.append(extra)
+    listed = {entry["path"] for entry in manifest["files"]}
+    measured = set(manifest.get("measurements", []))
+    measured |= {p for p in MEASUREMENT_FILES if (bundle_dir / p).is_file()} - listed
     manifest["files"] = [file_entry(bundle_dir, rel) for rel in sorted(listed)]
+    manifest["measurements"] = sorted(p for p in measured if (bundle_dir / p).is_file())
     manifest["bs_side"] = [
         file_entry(bundle_dir, entry["path"])
         for entry in manifest.get("bs_side", [])

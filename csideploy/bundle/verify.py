@@ -90,8 +90,9 @@ def _read_or_fail(root: Path, checks: list[Check]) -> dict[str, Any] | None:
 def _check_hashes(root: Path, manifest: dict[str, Any]) -> list[Check]:
     checks = []
     listed = {entry["path"] for entry in manifest["files"]}
-    present_bs = [e for e in manifest.get("bs_side", []) if (root / e["path"]).is_file()]
-    for entry in [*manifest["files"], *present_bs]:
+    bs_side = manifest.get("bs_side", [])
+    present = [e for e in bs_side if (root / e["path"]).is_file()]
+    for entry in [*manifest["files"], *present]:
         target = root / entry["path"]
         if not target.is_file():
             checks.append(Check(entry["path"], "sha256", False, "missing"))
@@ -105,8 +106,8 @@ def _check_hashes(root: Path, manifest: dict[str, Any]) -> list[Check]:
             f"found {digest[:12]}… ({size} B)"
         )
         checks.append(Check(entry["path"], "sha256", ok, detail))
-    bs_side = {entry["path"] for entry in manifest.get("bs_side", [])}
-    for extra in sorted(_all_files(root) - listed - bs_side - {MANIFEST_NAME}):
+    known = listed | {e["path"] for e in bs_side} | set(manifest.get("measurements", []))
+    for extra in sorted(_all_files(root) - known - {MANIFEST_NAME}):
         checks.append(Check(extra, "listed", False, "file present but not in the manifest"))
     return checks
 

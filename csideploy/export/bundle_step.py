@@ -16,7 +16,12 @@ import numpy as np
 
 from csideploy.bundle.assemble import ArtifactSpec, assemble_bundle
 from csideploy.bundle.contract import feedback_payload, preprocessing_steps, tool_versions
-from csideploy.bundle.manifest import MANIFEST_NAME, file_entry, write_json_atomic
+from csideploy.bundle.manifest import (
+    MANIFEST_NAME,
+    MEASUREMENT_FILES,
+    file_entry,
+    write_json_atomic,
+)
 from csideploy.bundle.model_card import render_model_card
 
 GOLDEN_SAMPLES = 8
@@ -34,9 +39,8 @@ def write_bundle(directory: Path, result: Any, *, version: str) -> dict[str, Any
     golden_inputs = np.ascontiguousarray(result.evaluation.data[:GOLDEN_SAMPLES], np.float32)
     ue = [a for a in result.artifacts if a.side == "UE"]
     specs = [_artifact_spec(directory, a, result) for a in ue]
-    reports = [
-        p for p in ("numerics.json", "report.md", "report.html") if (directory / p).is_file()
-    ]
+    reports = [p for p in ("numerics.json",) if (directory / p).is_file()]
+    measurements = [p for p in MEASUREMENT_FILES if (directory / p).is_file()]
     manifest = assemble_bundle(
         directory,
         header=_header(result, version),
@@ -44,6 +48,7 @@ def write_bundle(directory: Path, result: Any, *, version: str) -> dict[str, Any
         golden_inputs=golden_inputs,
         ue_files=[*(a.file for a in ue), *reports, RUNNER],
         bs_files=[a.file for a in result.artifacts if a.side == "BS"],
+        measurement_files=measurements,
     )
     (directory / MODEL_CARD).write_text(render_model_card(manifest), encoding="utf-8")
     manifest["files"] = sorted(

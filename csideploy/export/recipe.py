@@ -36,10 +36,12 @@ from torch import nn
 from csideploy import __version__
 from csideploy.errors import CsiDeployError, DataError
 from csideploy.export import (
+    CALIBRATION_METHODS,
     DEFAULT_CALIB_SAMPLES,
     DEFAULT_EVAL_SAMPLES,
     DEFAULT_MAX_NMSE_DROP_DB,
     DEFAULT_OPSET,
+    INT8_MODES,
     MIN_CALIB_SAMPLES,
     MIN_EVAL_SAMPLES,
 )
@@ -126,12 +128,12 @@ class ExportConfig:
     convention: str = NMSE_CONVENTION
 
     def __post_init__(self) -> None:
-        if self.int8 is not None and self.int8 not in q.INT8_MODES:
-            modes = ", ".join(q.INT8_MODES)
+        if self.int8 is not None and self.int8 not in INT8_MODES:
+            modes = ", ".join(INT8_MODES)
             raise CsiDeployError(f"--int8 must be one of {modes}, got {self.int8!r}")
-        if self.calib_method not in q.CALIBRATION_METHODS:
+        if self.calib_method not in CALIBRATION_METHODS:
             raise CsiDeployError(
-                f"--calib-method must be one of {', '.join(q.CALIBRATION_METHODS)}, "
+                f"--calib-method must be one of {', '.join(CALIBRATION_METHODS)}, "
                 f"got {self.calib_method!r}"
             )
         if self.calib is not None and self.int8 != "static":
