@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import handmade_clnet, synthetic_csi
+from export_test_models import handmade_clnet, synthetic_csi
 
 from csideploy.errors import ShapeError, ToleranceError
 from csideploy.export.numerics import (

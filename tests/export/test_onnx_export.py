@@ -7,7 +7,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from conftest import small_model
+from export_test_models import small_model
 
 from csideploy.errors import CsiDeployError, ShapeError
 from csideploy.export.onnx_export import (

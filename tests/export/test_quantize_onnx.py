@@ -6,7 +6,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from conftest import handmade_clnet, synthetic_csi
+from export_test_models import handmade_clnet, synthetic_csi
 from onnx import numpy_helper
 
 from csideploy.errors import DataError

@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from conftest import handmade_clnet, small_model
+from export_test_models import handmade_clnet, small_model
 
 from csideploy.errors import CheckpointError, DataError, OutputExistsError, ToleranceError
 from csideploy.export import (
@@ -107,7 +107,7 @@ def test_manifest(exported, checkpoint):
     assert model["checkpoint"]["source_format"] == "csideploy"
     assert model["checkpoint"]["sha256"] == hashlib.sha256(checkpoint.read_bytes()).hexdigest()
     files = {f["path"]: f for f in manifest["files"]}
-    assert {"encoder.onnx", "encoder.int8.onnx", "numerics.json", "report.md"} <= set(files)
+    assert {"encoder.onnx", "encoder.int8.onnx"} <= set(files)
     for name, entry in files.items():
         data = (exported.out_dir / name).read_bytes()
         assert entry["bytes"] == len(data)
