@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from csideploy.cli import main
 from csideploy.models.checkpoint import save_checkpoint
 
-_HELPERS = Path(__file__).parents[1] / "export" / "conftest.py"
+_HELPERS = Path(__file__).parents[1] / "export" / "export_test_models.py"
 
 
 def _helpers():
