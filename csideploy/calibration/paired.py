@@ -47,7 +47,8 @@ from typing import Any
 
 import numpy as np
 
-from csideploy.errors import DataError, OutputExistsError, ShapeError
+from csideploy.calibration.synthetic import _refuse_existing as synthetic_refuse_existing
+from csideploy.errors import DataError, ShapeError
 
 UL_VARIABLE = "HT_UL"
 DL_VARIABLE = "HT"
@@ -364,15 +365,8 @@ def split_counts(n: int, val_fraction: float, test_fraction: float) -> dict[str,
     return counts
 
 
-def refuse_existing(target: Path, names: Any, overwrite: bool) -> None:
-    """OutputExistsError when a file to be written exists and `overwrite` is off."""
-    if target.exists() and not target.is_dir():
-        raise OutputExistsError(f"{target}: exists and is not a directory")
-    clash = [name for name in names if (target / name).exists()]
-    if clash and not overwrite:
-        raise OutputExistsError(
-            f"{target}: would overwrite {', '.join(clash)}; pass overwrite=True (--force)"
-        )
+refuse_existing = synthetic_refuse_existing
+"""OutputExistsError when a file to be written exists and `overwrite` is off."""
 
 
 def move_into_place(staging: Path, target: Path, names: Any) -> None:
