@@ -9,18 +9,27 @@ model, loads the data and writes a project checkpoint.
 Training is resumable: after every epoch the full state (weights, optimizer, step, epoch, RNG,
 history and the best weights so far) is written next to the output as `<out>.resume`, using
 only tensors and plain containers so that it loads with `torch.load(weights_only=True)`.
+
+Options of a run beyond the recipe: build options of the model (LORA's `quantizer` and `bits`;
+checked against what the model's builder takes and stored in the checkpoint so that it
+reloads the same model) and `TrainConfig.train_snr_db`, AWGN on the codeword in training mode
+only (CLLWCsiNet's own channel, a build option; a decoder hook for the other models, removed
+after the run). DualNet-MP trains with its two-stage recipe (`train_dualnet_mp`) on paired
+UL/DL files (`HT` and `HT_UL`), and reports validation NMSE with the UL side information; it
+keeps no resumable state.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import inspect
 import json
 import math
 import os
 import platform
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +39,8 @@ import torch
 from torch import nn
 
 from csideploy.errors import CheckpointError, CsiDeployError, DataError, ShapeError
-from csideploy.models.registry import CSI_SHAPE, CsiAutoencoder, build
+from csideploy.models.noise import training_noise
+from csideploy.models.registry import CSI_SHAPE, CsiAutoencoder, build, get_entry, list_models
 
 SCHEDULERS = ("cosine", "const")
 DEVICES = ("auto", "cpu", "cuda")
@@ -39,6 +49,11 @@ RESUME_VERSION = 1
 NMSE_CONVENTION = "linear"
 _WARMUP_MAX_FRACTION = 0.1
 """Warm-up never takes more than this fraction of the run (the papers use 30 of 1000+)."""
+PAIRED_MODELS = ("dualnet-mp",)
+"""Models trained by their own recipe on paired UL/DL data (`HT` and `HT_UL` in each file)."""
+PAIRED_DATA_HINT = "make paired data with `csideploy data synth --paired -o DIR`"
+_CLI_FLAGS = {"train_snr_db": "--train-snr"}
+"""Option names whose command-line flag is not `--` + the name with dashes."""
 
 
 @dataclass(frozen=True)
@@ -61,6 +76,9 @@ class TrainConfig:
     threads: int | None = None
     """CPU threads for torch during the run (None keeps torch's setting). One thread avoids
     the stalls of multi-threaded kernels on a CPU shared with other busy processes."""
+    train_snr_db: float | None = None
+    """AWGN on the codeword at this SNR (dB, per-sample power) in training mode only; None
+    adds none. Evaluation, export and inference never see it."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.epochs, int) or self.epochs <= 0:
@@ -83,6 +101,12 @@ class TrainConfig:
             raise ValueError(f"threads must be a positive integer or None, got {self.threads!r}")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas!r}")
+        if self.train_snr_db is not None and not (
+            isinstance(self.train_snr_db, (int, float)) and math.isfinite(self.train_snr_db)
+        ):
+            raise ValueError(
+                f"train_snr_db must be a finite number of dB, got {self.train_snr_db!r}"
+            )
 
     @property
     def effective_warmup_epochs(self) -> int:
@@ -151,12 +175,16 @@ class TrainResult:
     nmse_convention: str = NMSE_CONVENTION
     checkpoint: Path | None = None
     resumed_from_epoch: int = 0
+    stage_losses: Mapping[str, tuple[float, ...]] | None = None
+    """Per-stage mean training losses of a multi-stage recipe (DualNet-MP), else None; the
+    histories above then cover its last (end-to-end) stage."""
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready summary (without the model)."""
-        return {
+        out = {
             "model": self.model.model_name,
             "cr": self.model.cr,
+            "build_options": dict(getattr(self.model, "build_options", None) or {}),
             "epochs_run": self.epochs_run,
             "seconds": round(self.seconds, 2),
             "final_val_nmse_db": self.final_val_nmse_db,
@@ -168,6 +196,9 @@ class TrainResult:
             "checkpoint": str(self.checkpoint) if self.checkpoint else None,
             "resumed_from_epoch": self.resumed_from_epoch,
         }
+        if self.stage_losses is not None:
+            out["stage_losses"] = {k: list(v) for k, v in self.stage_losses.items()}
+        return out
 
 
 def init_weights(model: nn.Module) -> nn.Module:
@@ -215,8 +246,9 @@ def fit(
     Does not re-initialise the model (see `init_weights`). With `state_path`, the resumable
     state is written there after every epoch; `resume=True` continues from it. On return the
     model is in eval mode, on the device it came from, holding the best weights.
+    `config.train_snr_db` adds codeword noise in training mode (see `training_noise`).
     """
-    with _torch_threads(config.threads):
+    with _torch_threads(config.threads), training_noise(model, config.train_snr_db):
         return _fit(
             model, train_x, val_x, config, progress=progress, state_path=state_path, resume=resume
         )
@@ -336,34 +368,40 @@ def train(
     progress: bool = True,
     init_from: CsiAutoencoder | None = None,
     scenario: str | None = None,
+    options: Mapping[str, Any] | None = None,
 ) -> TrainResult:
     """Train `model_name` at CR 1/`cr` and write the best-validation model to `out_path`.
 
     `data` is a directory holding `DATA_Htrain*.mat` and `DATA_Hval*.mat` (`scenario`
     picks `in` or `out` when both are present) or the two files `(train, val)`. A fresh model
     gets `init_weights`; `init_from` starts from a copy of an existing model instead.
-    The project checkpoint's metadata records the config, data, validation NMSE and timing.
+    `options` are build options of the model (e.g. LORA's `quantizer`, `bits`), checked
+    against its builder and kept in the checkpoint. DualNet-MP (`PAIRED_MODELS`) runs its
+    two-stage recipe on paired files. The project checkpoint's metadata records the config,
+    data, validation NMSE and timing.
     """
     from csideploy.models.checkpoint import save_checkpoint
 
     out = Path(out_path)
     if out.is_dir():
         raise DataError(f"output path {out} is a directory; give a checkpoint file name")
+    if model_name in PAIRED_MODELS:
+        _check_paired_run(model_name, config, resume)
     train_file, val_file = _resolve_train_val(data, scenario)
+    if model_name in PAIRED_MODELS:
+        return _train_paired(
+            model_name,
+            cr,
+            (train_file, val_file),
+            config,
+            out=out,
+            progress=progress,
+            init_from=init_from,
+            options=options,
+        )
     train_x = _load(train_file)
     val_x = _load(val_file)
-
-    if init_from is not None:
-        if (init_from.model_name, init_from.cr) != (model_name, cr):
-            raise CheckpointError(
-                f"init_from is {init_from.model_name} CR 1/{init_from.cr}, "
-                f"but training {model_name} CR 1/{cr} was requested"
-            )
-        model = copy.deepcopy(init_from)
-    else:
-        torch.manual_seed(config.seed)
-        model = init_weights(build(model_name, cr))
-
+    model = _initial_model(model_name, cr, config, options, init_from)
     result = fit(
         model,
         train_x,
@@ -373,30 +411,200 @@ def train(
         state_path=resume_path(out),
         resume=resume,
     )
-    metadata = {
-        "trained_by": "csideploy train",
-        "training": config.as_dict(),
-        "epochs": result.epochs_run,
-        "best_epoch": result.best_epoch,
-        "data": {
-            "train_file": str(train_file),
-            "train_samples": len(train_x),
-            "val_file": str(val_file),
-            "val_samples": len(val_x),
-            **_dataset_description(train_file.parent),
-        },
-        "val_nmse_db": result.best_val_nmse_db,
-        "final_val_nmse_db": result.final_val_nmse_db,
-        "nmse_convention": NMSE_CONVENTION,
-        "seconds": round(result.seconds, 2),
-        "torch_version": torch.__version__,
-        "device": str(resolve_device(config.device)),
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
-        "init": "init_from" if init_from is not None else "xavier_uniform",
+    data_info = _data_info(train_file, len(train_x), val_file, len(val_x))
+    metadata = _metadata(result, config, data_info, init_from)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(out, result.model, metadata=metadata)
+    return _with_checkpoint(result, out)
+
+
+def model_options(
+    model_name: str, options: Mapping[str, Any] | None = None, train_snr_db: float | None = None
+) -> dict[str, Any]:
+    """Build options for a training run of `model_name`, checked against its builder.
+
+    An option the builder does not take is an error naming the models that take it.
+    `train_snr_db` becomes a build option for a model with its own training channel
+    (CLLWCsiNet); other models get the noise from `fit` instead, and a model trained by
+    another recipe (DualNet-MP) cannot take it.
+    """
+    chosen = {k: v for k, v in (options or {}).items() if v is not None}
+    accepted = _builder_options(model_name)
+    for key in chosen:
+        if key not in accepted:
+            takers = [n for n in list_models() if key in _builder_options(n)]
+            raise CsiDeployError(
+                f"model {model_name!r} takes no option {key!r} ({_flag(key)}); "
+                f"models that take it: {', '.join(takers) or 'none'}"
+            )
+    if "bits" in chosen and chosen.get("quantizer") is None and "quantizer" in accepted:
+        raise CsiDeployError("--bits sets the codeword quantizer's width; give --quantizer too")
+    if train_snr_db is not None:
+        if model_name in PAIRED_MODELS:
+            takers = [n for n in list_models() if n not in PAIRED_MODELS]
+            raise CsiDeployError(
+                f"--train-snr is not supported for {model_name}: its two-stage recipe decodes "
+                f"the quantized levels and sign bits branch by branch; models that take it: "
+                f"{', '.join(takers)}"
+            )
+        if "train_snr_db" in accepted:
+            given = chosen.get("train_snr_db", train_snr_db)
+            if given != train_snr_db:
+                raise CsiDeployError(
+                    f"train_snr_db option {given} dB conflicts with --train-snr {train_snr_db}"
+                )
+            chosen["train_snr_db"] = train_snr_db
+    return chosen
+
+
+def build_for_training(name: str, cr: int, options: Mapping[str, Any]) -> CsiAutoencoder:
+    """`build(name, cr, **options)`, with options errors made clear and the options recorded.
+
+    The model's `build_options` (what `save_checkpoint` stores and checkpoint loading passes
+    back to `build`) gets every given option, so that the checkpoint reloads the same model
+    also when the builder does not record them itself.
+    """
+    try:
+        model = build(name, cr, **options)
+    except CsiDeployError:
+        raise
+    except (TypeError, ValueError) as error:
+        raise CsiDeployError(
+            f"cannot build {name} CR 1/{cr} with {dict(options)}: {error}"
+        ) from None
+    recorded = {**options, **(getattr(model, "build_options", None) or {})}
+    if recorded:
+        model.build_options = recorded
+    return model
+
+
+# -- the two-stage recipe on paired data ---------------------------------------------------
+
+
+def _check_paired_run(model_name: str, config: TrainConfig, resume: bool) -> None:
+    """Refuse what the two-stage recipe cannot do, before any data is read."""
+    if resume:
+        raise CheckpointError(
+            f"--resume is not supported for {model_name}: its two-stage recipe keeps no "
+            "resumable state; train again without --resume"
+        )
+    model_options(model_name, None, config.train_snr_db)
+
+
+def _train_paired(
+    model_name: str,
+    cr: int,
+    files: tuple[Path, Path],
+    config: TrainConfig,
+    *,
+    out: Path,
+    progress: bool,
+    init_from: CsiAutoencoder | None,
+    options: Mapping[str, Any] | None,
+) -> TrainResult:
+    """DualNet-MP's two stages (`train_dualnet_mp`), `config.epochs` each, constant `lr`.
+
+    Validation NMSE (with the UL CSI as side information) is measured after every stage-2
+    epoch; the checkpoint holds the best of those weights.
+    """
+    from csideploy.models.checkpoint import save_checkpoint
+
+    train_dl, train_ul = _load_pairs(files[0], model_name)
+    val_dl, val_ul = _load_pairs(files[1], model_name)
+    model = _initial_model(model_name, cr, config, options, init_from)
+    with _torch_threads(config.threads):
+        result, stages = _run_two_stages(
+            model, (train_dl, train_ul), (val_dl, val_ul), config, progress
+        )
+    data_info = {
+        **_data_info(files[0], len(train_dl), files[1], len(val_dl)),
+        "paired": "HT (DL) and HT_UL (UL) per file",
+    }
+    metadata = _metadata(result, config, data_info, init_from)
+    metadata["recipe"] = {
+        "name": f"{model_name} two-stage",
+        "epochs_per_stage": config.epochs,
+        "learning_rate": "constant lr (scheduler, warm-up and lr_min do not apply)",
+        "stage1_loss": list(stages.stage1_loss),
+        "stage2_loss": list(stages.stage2_loss),
+        "val_side_information": "UL CSI (HT_UL)",
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint(out, result.model, metadata=metadata)
     return _with_checkpoint(result, out)
+
+
+def _run_two_stages(
+    model: CsiAutoencoder,
+    train_pair: tuple[np.ndarray, np.ndarray],
+    val_pair: tuple[np.ndarray, np.ndarray],
+    config: TrainConfig,
+    progress: bool,
+) -> tuple[TrainResult, Any]:
+    """Train in place; the result's histories are those of stage 2 (the end-to-end model)."""
+    from csideploy.models.dualnet_mp import train_dualnet_mp
+
+    device = resolve_device(config.device)
+    home = next(model.parameters()).device
+    model.to(device)
+    val_dl, val_ul = (torch.from_numpy(a).to(device) for a in val_pair)
+    run = _RunState()
+    bar = _progress_bar(2 * config.epochs, -1, 0, progress, desc=f"{model.model_name} 2 stages")
+    started = time.perf_counter()
+
+    def on_epoch(stage: int, epoch: int, loss: float) -> None:
+        postfix = {"stage": stage, "loss": f"{loss:.3e}"}
+        if stage == 2:
+            val_db = _val_nmse_db(model, val_dl, config.eval_batch_size, side=val_ul)
+            run.record(epoch, loss, val_db, model)
+            postfix["val_nmse"] = f"{val_db:.2f} dB"
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(**postfix)
+
+    try:
+        stages = train_dualnet_mp(
+            model,
+            *train_pair,
+            config.epochs,
+            config.epochs,
+            batch_size=config.batch_size,
+            lr=config.lr,
+            seed=config.seed,
+            on_epoch=on_epoch,
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+    run.seconds = time.perf_counter() - started
+    assert run.best_state is not None  # every stage-2 epoch records one
+    model.load_state_dict(run.best_state)
+    model.to(home).eval()
+    result = TrainResult(
+        model=model,
+        epochs_run=run.epoch,
+        seconds=run.seconds,
+        loss_history=tuple(run.losses),
+        val_nmse_history=tuple(run.val_nmse),
+        final_val_nmse_db=run.val_nmse[-1],
+        best_val_nmse_db=run.best_val_nmse_db,
+        best_epoch=run.best_epoch,
+        stage_losses={"stage1": stages.stage1_loss, "stage2": stages.stage2_loss},
+    )
+    return result, stages
+
+
+def _load_pairs(path: Path, model_name: str) -> tuple[np.ndarray, np.ndarray]:
+    """(DL, UL) of a paired file, or an error saying the model needs paired data."""
+    from csideploy.calibration.paired import load_paired
+
+    try:
+        return load_paired(path)
+    except DataError as error:
+        raise DataError(
+            f"{model_name} needs paired UL/DL data (variables HT = DL and HT_UL = UL in the "
+            f"train and val files): {error}; {PAIRED_DATA_HINT}"
+        ) from None
 
 
 # -- internals ----------------------------------------------------------------------------
@@ -449,21 +657,102 @@ def _as_csi_tensor(x: np.ndarray | torch.Tensor, what: str) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _val_nmse_db(model: nn.Module, x: torch.Tensor, batch_size: int) -> float:
-    """Validation NMSE in dB, linear mean over the whole set (the papers' definition)."""
+def _val_nmse_db(
+    model: nn.Module, x: torch.Tensor, batch_size: int, *, side: torch.Tensor | None = None
+) -> float:
+    """Validation NMSE in dB, linear mean over the whole set (the papers' definition).
+
+    `side` is the decoder's side information per sample (DualNet-MP: the UL CSI).
+    """
     from csideploy.metrics import nmse
 
     model.eval()
-    recon = torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+    parts = []
+    for i in range(0, len(x), batch_size):
+        extra = () if side is None else (side[i : i + batch_size],)
+        parts.append(model(x[i : i + batch_size], *extra))
+    recon = torch.cat(parts)
     return float(nmse(x.cpu().numpy(), recon.cpu().numpy(), convention=NMSE_CONVENTION))
 
 
-def _progress_bar(total: int, epoch: int, epochs: int, enabled: bool) -> Any:
+def _progress_bar(
+    total: int, epoch: int, epochs: int, enabled: bool, *, desc: str | None = None
+) -> Any:
     if not enabled:
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=f"epoch {epoch + 1}/{epochs}", unit="batch", leave=True)
+    label = desc or f"epoch {epoch + 1}/{epochs}"
+    unit = "batch" if desc is None else "epoch"
+    return tqdm(total=total, desc=label, unit=unit, leave=True)
+
+
+def _initial_model(
+    model_name: str,
+    cr: int,
+    config: TrainConfig,
+    options: Mapping[str, Any] | None,
+    init_from: CsiAutoencoder | None,
+) -> CsiAutoencoder:
+    """A copy of `init_from`, or a fresh model with the papers' init, seeded by the config."""
+    if init_from is not None:
+        if (init_from.model_name, init_from.cr) != (model_name, cr):
+            raise CheckpointError(
+                f"init_from is {init_from.model_name} CR 1/{init_from.cr}, "
+                f"but training {model_name} CR 1/{cr} was requested"
+            )
+        if options:
+            raise CheckpointError("init_from keeps its own build options; give no options")
+        return copy.deepcopy(init_from)
+    chosen = model_options(model_name, options, config.train_snr_db)
+    torch.manual_seed(config.seed)
+    return init_weights(build_for_training(model_name, cr, chosen))
+
+
+def _builder_options(model_name: str) -> frozenset[str]:
+    """Keyword options the registered builder of `model_name` takes besides the CR."""
+    parameters = list(inspect.signature(get_entry(model_name).builder).parameters.values())
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return frozenset(p.name for p in parameters[1:] if p.kind in kinds)
+
+
+def _flag(option: str) -> str:
+    return _CLI_FLAGS.get(option, "--" + option.replace("_", "-"))
+
+
+def _data_info(train_file: Path, n_train: int, val_file: Path, n_val: int) -> dict[str, Any]:
+    return {
+        "train_file": str(train_file),
+        "train_samples": n_train,
+        "val_file": str(val_file),
+        "val_samples": n_val,
+        **_dataset_description(train_file.parent),
+    }
+
+
+def _metadata(
+    result: TrainResult,
+    config: TrainConfig,
+    data_info: Mapping[str, Any],
+    init_from: CsiAutoencoder | None,
+) -> dict[str, Any]:
+    """What a trained checkpoint records about its run."""
+    return {
+        "trained_by": "csideploy train",
+        "training": config.as_dict(),
+        "build_options": dict(getattr(result.model, "build_options", None) or {}),
+        "epochs": result.epochs_run,
+        "best_epoch": result.best_epoch,
+        "data": dict(data_info),
+        "val_nmse_db": result.best_val_nmse_db,
+        "final_val_nmse_db": result.final_val_nmse_db,
+        "nmse_convention": NMSE_CONVENTION,
+        "seconds": round(result.seconds, 2),
+        "torch_version": torch.__version__,
+        "device": str(resolve_device(config.device)),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+        "init": "init_from" if init_from is not None else "xavier_uniform",
+    }
 
 
 def _save_state(
@@ -562,16 +851,19 @@ def _resolve_train_val(
 
 
 def _dataset_description(root: Path) -> dict[str, Any]:
-    """What the synthetic generator's manifest says about a data set (empty for other data)."""
-    manifest = root / "synthetic_dataset.json"
-    if not manifest.is_file():
-        return {}
-    try:
-        info = json.loads(manifest.read_text())
-    except (OSError, ValueError):
-        return {}
-    keys = ("generator", "note", "scenario", "n", "seed", "counts")
-    return {"synthetic": {k: info[k] for k in keys if k in info}}
+    """What a built-in generator's manifest (single or paired) says about a data set (empty
+    for other data)."""
+    for name in ("synthetic_dataset.json", "paired_dataset.json"):
+        manifest = root / name
+        if not manifest.is_file():
+            continue
+        try:
+            info = json.loads(manifest.read_text())
+        except (OSError, ValueError):
+            return {}
+        keys = ("generator", "note", "scenario", "n", "seed", "counts")
+        return {"synthetic": {k: info[k] for k in keys if k in info}}
+    return {}
 
 
 def _load(path: Path) -> np.ndarray:

@@ -17,16 +17,18 @@ from torch import nn
 from csideploy.calibration.io import save_csi_mat
 from csideploy.calibration.synthetic import generate
 from csideploy.cli import main
-from csideploy.errors import CheckpointError, DataError, ShapeError
+from csideploy.errors import CheckpointError, CsiDeployError, DataError, ShapeError
 from csideploy.evaluate import evaluate
 from csideploy.models import build
 from csideploy.models.checkpoint import load_checkpoint
+from csideploy.models.noise import built_in_training_snr
 from csideploy.train import (
     LrSchedule,
     TrainConfig,
     finetune,
     fit,
     init_weights,
+    model_options,
     resume_path,
     train,
 )
@@ -285,3 +287,59 @@ def _tiny_kwargs() -> dict[str, object]:
         "device": "cpu",
         "threads": 1,
     }
+
+
+def test_config_checks_the_training_snr() -> None:
+    assert TrainConfig(train_snr_db=10).train_snr_db == 10
+    assert TrainConfig(train_snr_db=-5.0).as_dict()["train_snr_db"] == -5.0
+    for bad in (float("nan"), float("inf"), "10"):
+        with pytest.raises(ValueError, match="train_snr_db"):
+            TrainConfig(train_snr_db=bad)
+
+
+def test_fit_with_training_noise_leaves_no_hook(csi: np.ndarray) -> None:
+    """The noise changes training (same seed, other losses) and is gone afterwards."""
+    runs = {}
+    for snr in (None, 0.0):
+        torch.manual_seed(0)
+        model = init_weights(build("crnet", 16))
+        config = TrainConfig(**{**_tiny_kwargs(), "epochs": 1, "train_snr_db": snr})
+        runs[snr] = fit(model, csi[:64], csi[64:80], config, progress=False)
+        assert not model.decoder._forward_pre_hooks
+    assert runs[0.0].loss_history != runs[None].loss_history
+    model = runs[0.0].model.train()
+    with torch.no_grad():
+        assert torch.equal(model(torch.from_numpy(csi[:4])), model(torch.from_numpy(csi[:4])))
+
+
+def test_fit_keeps_a_models_own_channel_and_refuses_another_snr(csi: np.ndarray) -> None:
+    model = build("cllwcsinet", 16, train_snr_db=40.0)
+    config = TrainConfig(**{**_tiny_kwargs(), "epochs": 1, "train_snr_db": 40.0})
+    fit(model, csi[:32], csi[64:80], config, progress=False)
+    assert not model.decoder._forward_pre_hooks
+    other = TrainConfig(**{**_tiny_kwargs(), "epochs": 1, "train_snr_db": 10.0})
+    with pytest.raises(CsiDeployError, match=r"built to train with codeword noise at 40\.0 dB"):
+        fit(model, csi[:32], csi[64:80], other, progress=False)
+
+
+def test_model_options_follow_the_builders() -> None:
+    assert model_options("cllwcsinet", None, 20.0) == {"train_snr_db": 20.0}
+    assert model_options("crnet", None, 20.0) == {}  # noise from a hook in `fit`
+    assert model_options("lora", {"quantizer": "lszq", "bits": 4, "blocks": None}) == {
+        "quantizer": "lszq",
+        "bits": 4,
+    }
+    with pytest.raises(CsiDeployError, match=r"takes no option 'quantizer'.*take it: lora"):
+        model_options("clnet", {"quantizer": "lsq"})
+    with pytest.raises(CsiDeployError, match="--train-snr is not supported for dualnet-mp"):
+        model_options("dualnet-mp", None, 10.0)
+
+
+def test_train_records_build_options_in_the_checkpoint(dataset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "cllw.pt"
+    config = TrainConfig(**{**_tiny_kwargs(), "epochs": 1, "train_snr_db": 30.0})
+    result = train("cllwcsinet", 16, dataset, config, out_path=out, progress=False)
+    assert result.as_dict()["build_options"] == {"train_snr_db": 30.0}
+    loaded = load_checkpoint(out)
+    assert loaded.metadata["build_options"] == {"train_snr_db": 30.0}
+    assert built_in_training_snr(loaded.model) == 30.0

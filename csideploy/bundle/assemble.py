@@ -20,7 +20,7 @@ from csideploy.bundle.manifest import (
     validate_manifest,
     write_json_atomic,
 )
-from csideploy.bundle.verify import RUNTIMES, run_artifact
+from csideploy.bundle.verify import RUNTIMES, run_artifact_outputs
 
 FORMATS = ("onnx", "tflite")
 PRECISIONS = ("fp32", "int8", "dynamic")
@@ -35,12 +35,19 @@ class ArtifactSpec:
     precision: str
     input: dict[str, Any]
     output: dict[str, Any]
+    """The first output (the codeword of a single-output encoder)."""
     tolerance: float
     relative_tolerance: bool = False
     """If set, `tolerance` is a share of the largest expected |output| (dynamic INT8 files)."""
     opset: int | None = None
     schema: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    outputs: tuple[dict[str, Any], ...] = ()
+    """Every output, in codeword order, when the file has more than one."""
+
+    @property
+    def all_outputs(self) -> tuple[dict[str, Any], ...]:
+        return self.outputs or (self.output,)
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
@@ -77,14 +84,16 @@ def assemble_bundle(
     golden_files = {inputs_path}
     entries = []
     for spec in artifacts:
-        outputs = run_artifact(spec.runtime, bundle_dir / spec.file, golden_inputs)
+        names = [o["name"] for o in spec.all_outputs]
+        parts = run_artifact_outputs(spec.runtime, bundle_dir / spec.file, golden_inputs, names)
+        outputs = np.concatenate([y.reshape(len(y), -1) for y in parts], axis=1)
         golden = write_expected(
             bundle_dir,
             spec.file,
             golden_inputs,
-            outputs,
+            parts,
             input_name=spec.input["name"],
-            output_name=spec.output["name"],
+            output_specs=spec.all_outputs,
         )
         golden_files |= _files_under(bundle_dir, golden)
         tolerance = spec.tolerance
@@ -116,6 +125,7 @@ def _artifact_entry(spec: ArtifactSpec, golden: dict[str, str], tolerance: float
         "output": spec.output,
         "tolerance": {"max_abs": tolerance},
         "golden": golden,
+        **({"outputs": list(spec.outputs)} if spec.outputs else {}),
         **spec.extra,
     }
 

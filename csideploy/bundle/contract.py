@@ -53,8 +53,14 @@ def preprocessing_steps(
     ]
 
 
-def feedback_payload(codeword_length: int) -> dict[str, Any]:
-    """Bits per CSI report for a float32 or an int8 codeword."""
+def feedback_payload(codeword_length: int, integer_bits: int | None = None) -> dict[str, Any]:
+    """Bits per CSI report: for a float32 or an int8 codeword, or, for a model that
+    quantizes its own codeword, the bits its integer outputs take on the air."""
+    if integer_bits is not None:
+        return {
+            "codeword_length": codeword_length,
+            "bits_per_report": {"transmitted": int(integer_bits)},
+        }
     return {
         "codeword_length": codeword_length,
         "bits_per_report": {"float32": 32 * codeword_length, "int8": 8 * codeword_length},

@@ -4,7 +4,11 @@ Layout inside the bundle:
 
     golden/inputs.npy                                  float32 (K, 2, 32, 32)
     golden/<artifact file>.expected.npy                float32 (K, codeword_length)
-    golden/<artifact file>.test/test_data_set_0/input_0.pb, output_0.pb   (ONNX artifacts)
+    golden/<artifact file>.test/test_data_set_0/input_0.pb, output_<k>.pb   (ONNX artifacts)
+
+A file with several outputs (an integer handset graph) has them flattened and concatenated in
+the manifest's `outputs` order in `.expected.npy`, and one `output_<k>.pb` each, in the
+file's own dtypes.
 
 The `.test` folder follows the ONNX backend test-data layout, so `onnx_test_runner`-style tools
 can replay the vectors (copy the model next to it as `model.onnx`).
@@ -12,7 +16,9 @@ can replay the vectors (copy the model next to it as `model.onnx`).
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -44,24 +50,26 @@ def write_expected(
     bundle_dir: Path,
     artifact: str,
     inputs: np.ndarray,
-    outputs: np.ndarray,
+    outputs: Sequence[np.ndarray],
     *,
     input_name: str,
-    output_name: str,
+    output_specs: Sequence[Mapping[str, Any]],
 ) -> dict[str, str]:
-    """Write one artifact's expected outputs; ONNX artifacts also get the .pb test layout."""
+    """Write one artifact's expected outputs (one array per output, in `output_specs` order,
+    each with `name` and `dtype`); ONNX artifacts also get the .pb test layout."""
     bundle_dir = Path(bundle_dir)
     golden = {"inputs": INPUTS_FILE, "outputs": expected_file(artifact)}
-    _save_npy(bundle_dir / golden["outputs"], outputs.astype(np.float32))
+    flat = np.concatenate([np.asarray(y).reshape(len(y), -1) for y in outputs], axis=1)
+    _save_npy(bundle_dir / golden["outputs"], flat.astype(np.float32))
     if artifact.endswith(".onnx"):
         from onnx import numpy_helper
 
         test_dir = bundle_dir / onnx_test_dir(artifact) / "test_data_set_0"
         test_dir.mkdir(parents=True, exist_ok=True)
-        tensors = {
-            "input_0.pb": numpy_helper.from_array(inputs.astype(np.float32), input_name),
-            "output_0.pb": numpy_helper.from_array(outputs.astype(np.float32), output_name),
-        }
+        tensors = {"input_0.pb": numpy_helper.from_array(inputs.astype(np.float32), input_name)}
+        for k, (y, spec) in enumerate(zip(outputs, output_specs, strict=True)):
+            typed = np.asarray(y).astype(np.dtype(spec.get("dtype", "float32")))
+            tensors[f"output_{k}.pb"] = numpy_helper.from_array(typed, spec["name"])
         for name, tensor in tensors.items():
             (test_dir / name).write_bytes(tensor.SerializeToString(deterministic=True))
         golden["onnx_test_dir"] = onnx_test_dir(artifact)

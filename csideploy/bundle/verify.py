@@ -8,7 +8,7 @@ the golden inputs, compared with the expected outputs within the manifest's tole
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -121,8 +121,11 @@ def _check_golden(root: Path, artifact: dict[str, Any], hashes_ok: bool) -> Chec
     if not hashes_ok:
         return Check(name, "golden", False, "not run: the bundle's hashes do not match")
     runtime = RUNTIMES[artifact["format"]]
+    names = [o["name"] for o in artifact.get("outputs", [])] or None
     try:
-        outputs = run_artifact(runtime, root / name, load_npy(root / artifact["golden"]["inputs"]))
+        outputs = run_artifact(
+            runtime, root / name, load_npy(root / artifact["golden"]["inputs"]), names
+        )
     except runner.Skip as reason:
         return Check(name, "golden", False, f"cannot run on {runtime}: {reason}")
     expected = load_npy(root / artifact["golden"]["outputs"])
@@ -134,13 +137,42 @@ def _check_golden(root: Path, artifact: dict[str, Any], hashes_ok: bool) -> Chec
     return Check(name, "golden", error <= tolerance, f"max-abs {error:.3g} {verdict} {tolerance:g}")
 
 
-def run_artifact(runtime: str, path: Path, inputs: np.ndarray) -> np.ndarray:
-    """Float outputs of one artifact on `inputs`, one sample at a time (fixed-batch safe)."""
+def run_artifact(
+    runtime: str, path: Path, inputs: np.ndarray, output_names: Sequence[str] | None = None
+) -> np.ndarray:
+    """Float outputs of one artifact on `inputs`: every output as float (dequantized where
+    the file quantizes it), flattened per sample and concatenated in `output_names` order (the
+    file's order when not given)."""
+    outputs = run_artifact_outputs(runtime, path, inputs, output_names)
+    return np.concatenate([y.reshape(len(y), -1) for y in outputs], axis=1).astype(np.float32)
+
+
+def run_artifact_outputs(
+    runtime: str, path: Path, inputs: np.ndarray, output_names: Sequence[str] | None = None
+) -> list[np.ndarray]:
+    """Each output of one artifact on `inputs`, one sample at a time (fixed-batch safe)."""
     model = runner.open_model(runtime, path, threads=1, batch=1)
     spec = model.inputs[0]
     samples = runner.fit_layout(inputs.astype(np.float32), spec["shape"][1:], spec["name"])
-    rows = []
+    order = _output_order(model.outputs, output_names, path)
+    rows: list[list[np.ndarray]] = [[] for _ in order]
     for k in range(len(samples)):
         feed = runner.to_input_dtype(samples[k : k + 1], spec)
-        rows.append(runner.as_float_output(model([feed])[0], model.outputs[0]))
-    return np.concatenate(rows).reshape(len(samples), -1).astype(np.float32)
+        results = model([feed])
+        for slot, index in enumerate(order):
+            rows[slot].append(
+                np.asarray(runner.as_float_output(results[index], model.outputs[index]))
+            )
+    return [np.concatenate(chunks) for chunks in rows]
+
+
+def _output_order(
+    specs: Sequence[dict[str, Any]], names: Sequence[str] | None, path: Path
+) -> list[int]:
+    if not names:
+        return list(range(len(specs)))
+    found = [s["name"] for s in specs]
+    missing = [n for n in names if n not in found]
+    if missing or len(names) != len(found):
+        raise runner.Skip(f"{path.name} has outputs {found}, the manifest lists {list(names)}")
+    return [found.index(n) for n in names]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from csideploy.commands._common import echo_json, reports_errors
+from csideploy.commands.train import latent_option
 from csideploy.export import (
     CALIBRATION_METHODS,
     DEFAULT_CALIB_SAMPLES,
@@ -18,6 +19,7 @@ from csideploy.export import (
 
 @click.command("export")
 @click.option("--model", "model_name", required=True, help="Zoo model name, e.g. clnet.")
+@latent_option
 @click.option(
     "--cr",
     type=int,
@@ -130,6 +132,7 @@ from csideploy.export import (
 @reports_errors
 def export_command(
     model_name: str,
+    latent: str,
     cr: int | None,
     checkpoint: str | None,
     int8: str | None,
@@ -153,9 +156,10 @@ def export_command(
     """Export the UE encoder (ONNX, TFLite; float and INT8) and the BS decoder, gated."""
     from csideploy.export.numerics import NmseGateError
     from csideploy.export.recipe import ExportConfig, run_export
+    from csideploy.models.registry import resolve_model_name
 
     config = ExportConfig(
-        model=model_name,
+        model=resolve_model_name(model_name, latent),
         cr=cr,
         checkpoint=checkpoint,
         int8=int8,
@@ -193,6 +197,14 @@ def export_command(
             + (f" -> {tuned:.2f} dB after {study['finetune_epochs']} epoch(s)" if tuned else "")
             + (" (the encoder has no sigmoid)" if study["nothing_to_replace"] else "")
         )
+    module = result.surgery.get("export_module")
+    if module:
+        gate = module["gate"]
+        click.echo(
+            f"export copy: {len(module['bn_folded'])} BatchNorm(s) folded, "
+            f"{len(module['linearized'])} layer(s) linearized; {gate['name']} "
+            f"{gate['measured']:.2g} (limit {gate['limit']:g})"
+        )
     click.echo(
         f"exported {result.model} CR 1/{result.cr} to {result.out_dir} "
         f"in {sum(result.seconds.values()):.1f} s"
@@ -200,9 +212,11 @@ def export_command(
     for a in result.artifacts:
         n = a.numerics
         p50 = f"  p50 {a.latency.p50_us:.0f} us" if a.latency else ""
+        error = f"{n.compared_output} max-abs {n.max_abs_error:.2g}"
+        if n.level_mismatch is not None:
+            error = f"levels differ {n.level_mismatch:.2%} (max {n.max_abs_error:.0f})"
         click.echo(
-            f"  {a.file:<20}{a.side:<3}{a.precision:<8}{a.bytes:>11,} B  "
-            f"{n.compared_output} max-abs {n.max_abs_error:.2g}  "
+            f"  {a.file:<20}{a.side:<3}{a.precision:<8}{a.bytes:>11,} B  {error}  "
             f"NMSE {n.nmse_db:.2f} dB ({n.delta_nmse_db:+.3f}){p50}"
         )
     click.echo(

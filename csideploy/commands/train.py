@@ -9,25 +9,57 @@ import click
 from csideploy.commands._common import echo_json, reports_errors
 
 _CONVENTIONS = ("linear", "batch_db", "sample_db")
+_LATENT_HELP = "Latent: fc keeps --model; conv picks its conv-latent variant (clnet -> clnet-cl)."
+
+
+def latent_option(command: click.Command) -> click.Command:
+    """`--latent fc|conv`, shared by train, evaluate and export."""
+    return click.option(
+        "--latent",
+        type=click.Choice(["fc", "conv"]),
+        default="fc",
+        show_default=True,
+        help=_LATENT_HELP,
+    )(command)
 
 
 @click.command("train")
 @click.option("--model", "model_name", required=True, help="Zoo model name, e.g. clnet.")
-@click.option("--cr", type=int, required=True, help="Compression reduction, e.g. 4 for 1/4.")
+@latent_option
+@click.option(
+    "--cr",
+    type=int,
+    required=True,
+    help="Compression reduction, e.g. 4 for 1/4 (dualnet-mp: phase reduction 8 or 16).",
+)
 @click.option(
     "--data",
     "data_dir",
     required=True,
     type=click.Path(path_type=Path),
-    help="Directory with DATA_Htrain*.mat and DATA_Hval*.mat.",
+    help="Directory with DATA_Htrain*.mat and DATA_Hval*.mat (dualnet-mp: paired, with HT_UL).",
 )
-@click.option("--epochs", type=int, required=True, help="Number of epochs.")
+@click.option("--epochs", type=int, required=True, help="Number of epochs (dualnet-mp: per stage).")
+@click.option(
+    "--train-snr",
+    "train_snr",
+    type=float,
+    default=None,
+    help="AWGN on the codeword at this SNR (dB) while training only; none at inference.",
+)
+@click.option(
+    "--quantizer",
+    type=click.Choice(["lsq", "lszq"]),
+    default=None,
+    help="LORA: learned codeword quantizer.",
+)
+@click.option("--bits", type=int, default=None, help="LORA: quantizer bits, 4 or 8 [default: 8].")
 @click.option(
     "--scheduler",
     type=click.Choice(["cosine", "const"]),
     default="cosine",
     show_default=True,
-    help="Warm-up + cosine annealing, or a constant rate.",
+    help="Warm-up + cosine annealing, or a constant rate (dualnet-mp: always constant).",
 )
 @click.option("--lr", type=float, default=2e-3, show_default=True, help="Peak learning rate.")
 @click.option("--batch-size", type=int, default=200, show_default=True)
@@ -54,7 +86,7 @@ _CONVENTIONS = ("linear", "batch_db", "sample_db")
     default=None,
     help="Checkpoint to write [default: <model>_cr<cr>.pt].",
 )
-@click.option("--resume", is_flag=True, help="Continue from <out>.resume.")
+@click.option("--resume", is_flag=True, help="Continue from <out>.resume (not for dualnet-mp).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option(
     "--threads",
@@ -67,9 +99,13 @@ _CONVENTIONS = ("linear", "batch_db", "sample_db")
 @reports_errors
 def train_command(
     model_name: str,
+    latent: str,
     cr: int,
     data_dir: Path,
     epochs: int,
+    train_snr: float | None,
+    quantizer: str | None,
+    bits: int | None,
     scheduler: str,
     lr: float,
     batch_size: int,
@@ -83,9 +119,14 @@ def train_command(
     no_progress: bool,
     as_json: bool,
 ) -> None:
-    """Train a model with the papers' recipe and write a project checkpoint."""
+    """Train a model with the papers' recipe and write a project checkpoint.
+
+    DualNet-MP trains with its two-stage recipe on paired UL/DL files (HT and HT_UL).
+    """
+    from csideploy.models.registry import resolve_model_name
     from csideploy.train import TrainConfig, train
 
+    name = resolve_model_name(model_name, latent)
     try:
         config = TrainConfig(
             epochs=epochs,
@@ -96,32 +137,37 @@ def train_command(
             seed=seed,
             device=device,
             threads=threads,
+            train_snr_db=train_snr,
         )
     except ValueError as error:
         raise click.BadParameter(str(error)) from None
     result = train(
-        model_name,
+        name,
         cr,
         data_dir,
         config,
-        out_path=out_path or Path(f"{model_name}_cr{cr}.pt"),
+        out_path=out_path or Path(f"{name}_cr{cr}.pt"),
         resume=resume,
         progress=not no_progress,
         scenario=scenario,
+        options={"quantizer": quantizer, "bits": bits},
     )
     if as_json:
         echo_json(result.as_dict())
         return
     click.echo(
-        f"trained {model_name} CR 1/{cr}: {result.epochs_run} epochs in {result.seconds:.1f} s; "
+        f"trained {name} CR 1/{cr}: {result.epochs_run} epochs in {result.seconds:.1f} s; "
         f"best val NMSE {result.best_val_nmse_db:.2f} dB at epoch {result.best_epoch} "
         f"(final {result.final_val_nmse_db:.2f} dB; convention {result.nmse_convention})"
     )
+    for stage, losses in (result.stage_losses or {}).items():
+        click.echo(f"{stage} loss: {losses[0]:.4g} -> {losses[-1]:.4g}")
     click.echo(f"checkpoint: {result.checkpoint}")
 
 
 @click.command("evaluate")
 @click.option("--model", "model_name", required=True, help="Zoo model name, e.g. clnet.")
+@latent_option
 @click.option("--cr", type=int, default=None, help="Compression reduction (else from checkpoint).")
 @click.option("--checkpoint", required=True, type=click.Path(path_type=Path))
 @click.option(
@@ -155,6 +201,7 @@ def train_command(
 @reports_errors
 def evaluate_command(
     model_name: str,
+    latent: str,
     cr: int | None,
     checkpoint: Path,
     data: Path,
@@ -167,7 +214,9 @@ def evaluate_command(
 ) -> None:
     """Reconstruction NMSE (dB) of a checkpoint on CSI data, under a named convention."""
     from csideploy.evaluate import evaluate_checkpoint, snr_sweep_checkpoint
+    from csideploy.models.registry import resolve_model_name
 
+    model_name = resolve_model_name(model_name, latent)
     if snrs is not None:
         try:
             levels = [float(v) for v in snrs.split(",") if v.strip()]

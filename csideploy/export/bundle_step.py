@@ -27,6 +27,8 @@ from csideploy.bundle.model_card import render_model_card
 GOLDEN_SAMPLES = 8
 RUNNER = "runner.py"
 MODEL_CARD = "README.md"
+INTEGER_QUANTIZED_LEVELS = 2.0
+"""Quantized files with an integer codeword: levels a runtime on another CPU may move."""
 RELATIVE_TOLERANCE_QUANTIZED = 0.02
 """Quantized artifacts without a known output scale: tolerance as a share of max |output|."""
 
@@ -76,7 +78,9 @@ def _header(result: Any, version: str) -> dict[str, Any]:
         "input": dict(result.input_spec),
         "codeword": dict(result.codeword_spec),
         "preprocessing": preprocessing_steps(),
-        "feedback": feedback_payload(result.codeword_length),
+        "feedback": feedback_payload(
+            result.codeword_length, result.codeword_spec.get("bits_per_report")
+        ),
         "calibration": {
             "source": calibration.get("source", "none (no static INT8)"),
             "samples": calibration.get("samples", 0),
@@ -104,6 +108,10 @@ def _artifact_spec(directory: Path, artifact: Any, result: Any) -> ArtifactSpec:
         zero_point=in_q.get("zero_point"),
     )
     spec_out.update(scale=out_q.get("scale"), zero_point=out_q.get("zero_point"))
+    outputs: tuple[dict[str, Any], ...] = ()
+    if len(artifact.outputs) > 1:
+        outputs = tuple(_output_spec(t, details) for t in artifact.outputs)
+        spec_out = dict(outputs[0])
     extra = {"float_ops": list(artifact.float_ops) if artifact.float_ops else []}
     if details:
         extra["details"] = details
@@ -119,14 +127,27 @@ def _artifact_spec(directory: Path, artifact: Any, result: Any) -> ArtifactSpec:
         opset=_opset(directory, artifact),
         schema="tflite" if artifact.format == "tflite" else None,
         extra=extra,
+        outputs=outputs,
     )
 
 
+def _output_spec(tensor: Any, details: dict[str, Any]) -> dict[str, Any]:
+    """One output of a multi-output file, with its quantization when the file has one."""
+    spec = tensor.to_dict()
+    quantized = {o.get("name"): o for o in details.get("outputs", [])}.get(tensor.name, {})
+    spec.update(scale=quantized.get("scale"), zero_point=quantized.get("zero_point"))
+    return spec
+
+
 def _tolerance(artifact: Any, result: Any, output_scale: float | None) -> tuple[float, bool]:
-    """(tolerance, relative): fp32 the ONNX tolerance; int8 output two quantization steps;
-    otherwise a share of the largest expected output."""
+    """(tolerance, relative): fp32 the ONNX tolerance (one level for an integer codeword,
+    whose rounding ties may fall either way on another CPU); int8 output two quantization
+    steps; otherwise a share of the largest expected output."""
+    integer_codeword = "parts" in result.codeword_spec
     if artifact.precision == "fp32":
-        return float(result.onnx_tolerance), False
+        return (1.0 if integer_codeword else float(result.onnx_tolerance)), False
+    if integer_codeword:
+        return INTEGER_QUANTIZED_LEVELS, False
     if output_scale:
         return 2.0 * float(output_scale), False
     return RELATIVE_TOLERANCE_QUANTIZED, True

@@ -50,7 +50,8 @@ def onnx_latency(
     warmup: int = DEFAULT_WARMUP,
     threads: int = 1,
 ) -> LatencyResult:
-    """p50 / p90 of `session.run` on one fixed batch-1 input (shape without batch)."""
+    """p50 / p90 of `session.run` on one fixed batch-1 input (shape without batch); further
+    inputs (a decoder's side information) get random data of their declared shape."""
     import onnxruntime as ort
 
     if runs < 1 or warmup < 0:
@@ -61,9 +62,11 @@ def onnx_latency(
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.log_severity_level = 3
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    x = np.random.default_rng(0).random((1, *input_shape), dtype=np.float32)
-    feed = {name: x}
+    rng = np.random.default_rng(0)
+    first, *others = session.get_inputs()
+    feed = {first.name: rng.random((1, *input_shape), dtype=np.float32)}
+    for extra in others:
+        feed[extra.name] = rng.random((1, *extra.shape[1:]), dtype=np.float32)
     for _ in range(warmup):
         session.run(None, feed)
     times = np.empty(runs)

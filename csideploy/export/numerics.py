@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -49,13 +49,27 @@ class NmseConvention:
 
 @dataclass(frozen=True)
 class FloatReference:
-    """The float torch model on the evaluation set: what every artifact is held to."""
+    """The float torch model on the evaluation set: what every artifact is held to.
+
+    `codewords` come from the float encoder and feed every decoder; `exported_codewords` from
+    the module that was actually exported (after BN folding and linearization, or the
+    integer handset graph), which is what an encoder file's parity is measured against.
+    `side`: the decoder's extra input (DualNet-MP's uplink CSI), or None.
+    """
 
     csi: np.ndarray
     codewords: np.ndarray
     reconstruction: np.ndarray
     nmse_db: float
     convention: NmseConvention
+    exported_codewords: np.ndarray | None = None
+    side: np.ndarray | None = None
+    integer_codeword: bool = False
+    """The codeword is integer levels: parity is counted in levels that differ."""
+
+    @property
+    def parity_codewords(self) -> np.ndarray:
+        return self.codewords if self.exported_codewords is None else self.exported_codewords
 
     @property
     def samples(self) -> int:
@@ -74,6 +88,8 @@ class Numerics:
     delta_nmse_db: float
     """nmse_db - float_nmse_db: the NMSE lost, in dB (positive = worse)."""
     samples: int
+    level_mismatch: float | None = None
+    """Integer codewords only: the fraction of codeword entries whose level differs."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -113,12 +129,39 @@ class NmseGateError(ToleranceError):
 
 
 @torch.no_grad()
-def run_torch(module: nn.Module, x: np.ndarray, *, batch_size: int = TORCH_BATCH) -> np.ndarray:
-    """`module` in eval mode on every row of `x`, batch by batch, as float32 numpy."""
+def run_torch(
+    module: nn.Module,
+    x: np.ndarray,
+    side: np.ndarray | None = None,
+    *,
+    batch_size: int = TORCH_BATCH,
+) -> np.ndarray:
+    """`module` in eval mode on every row of `x` (and of `side`, a second input, if given),
+    batch by batch, as float32 numpy."""
     module.eval()
     t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-    parts = [module(t[i : i + batch_size]) for i in range(0, len(t), batch_size)]
+    extra = None if side is None else torch.from_numpy(np.ascontiguousarray(side, np.float32))
+    parts = [
+        module(t[i : i + batch_size])
+        if extra is None
+        else module(t[i : i + batch_size], extra[i : i + batch_size])
+        for i in range(0, len(t), batch_size)
+    ]
     return torch.cat(parts).numpy().astype(np.float32, copy=False)
+
+
+@torch.no_grad()
+def run_torch_outputs(
+    module: nn.Module, x: np.ndarray, *, batch_size: int = TORCH_BATCH
+) -> list[np.ndarray]:
+    """Every output of `module` (one tensor or a tuple) on every row of `x`, dtypes kept."""
+    module.eval()
+    t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    chunks = []
+    for i in range(0, len(t), batch_size):
+        out = module(t[i : i + batch_size])
+        chunks.append(out if isinstance(out, tuple | list) else (out,))
+    return [torch.cat([c[k] for c in chunks]).numpy() for k in range(len(chunks[0]))]
 
 
 def nmse_db(x: np.ndarray, x_hat: np.ndarray, convention: NmseConvention) -> float:
@@ -133,17 +176,30 @@ def float_reference(
     csi: np.ndarray,
     *,
     convention: str = NMSE_CONVENTION,
+    exported_encoder: nn.Module | None = None,
+    side: np.ndarray | None = None,
+    integer_codeword: bool = False,
 ) -> FloatReference:
-    """Run the float torch encoder and decoder on the evaluation CSI."""
+    """Run the float torch encoder and decoder (and the exported encoder) on the evaluation
+    CSI; `side` is the decoder's second input, row for row."""
+    from csideploy.models.ue_graph import flat_codeword
+
     named = NmseConvention.named(convention)
     codewords = run_torch(encoder, csi)
-    reconstruction = run_torch(decoder, codewords)
+    reconstruction = run_torch(decoder, codewords, side)
+    exported = None
+    if exported_encoder is not None:
+        exported = flat_codeword(run_torch_outputs(exported_encoder, csi))
+        _check_same_shape("exported codeword", codewords, exported)
     return FloatReference(
         csi=csi,
         codewords=codewords,
         reconstruction=reconstruction,
         nmse_db=nmse_db(csi, reconstruction, named),
         convention=named,
+        exported_codewords=exported,
+        side=side,
+        integer_codeword=integer_codeword,
     )
 
 
@@ -151,9 +207,14 @@ def encoder_numerics(
     reference: FloatReference, decoder: nn.Module, codewords: np.ndarray
 ) -> Numerics:
     """An encoder artifact's codewords (on `reference.csi`) decoded by the float decoder."""
-    _check_same_shape("codeword", reference.codewords, codewords)
-    reconstruction = run_torch(decoder, codewords)
-    return _numerics("codeword", reference, reference.codewords, codewords, reconstruction)
+    expected = reference.parity_codewords
+    _check_same_shape("codeword", expected, codewords)
+    reconstruction = run_torch(decoder, codewords, reference.side)
+    numerics = _numerics("codeword", reference, expected, codewords, reconstruction)
+    if reference.integer_codeword:
+        mismatch = float(np.mean(expected != codewords)) if expected.size else 0.0
+        numerics = replace(numerics, level_mismatch=mismatch)
+    return numerics
 
 
 def decoder_numerics(reference: FloatReference, reconstruction: np.ndarray) -> Numerics:
@@ -197,6 +258,30 @@ def check_parity(numerics: Numerics, tolerance: float, *, what: str) -> GateResu
             f"{what}: {numerics.compared_output} differs from the torch model by up to "
             f"{numerics.max_abs_error:.3g} (tolerance {tolerance:.3g}) on "
             f"{numerics.samples} samples"
+        )
+    return gate
+
+
+def check_levels(
+    numerics: Numerics, max_mismatch: float, *, what: str, max_levels: float = 1.0
+) -> GateResult:
+    """Float conversion gate for integer codewords: levels may differ only where the float
+    value sits on a rounding tie, so at most `max_mismatch` of the entries may differ, and
+    by at most `max_levels`."""
+    mismatch = numerics.level_mismatch
+    if mismatch is None:
+        raise ValueError("check_levels needs integer-codeword numerics")
+    gate = GateResult(
+        name="codeword level mismatch (fraction)",
+        measured=mismatch,
+        limit=max_mismatch,
+        passed=mismatch <= max_mismatch and numerics.max_abs_error <= max_levels,
+    )
+    if not gate.passed:
+        raise ToleranceError(
+            f"{what}: {mismatch:.2%} of codeword levels differ from the torch model "
+            f"(limit {max_mismatch:.2%}), by up to {numerics.max_abs_error:g} levels "
+            f"(limit {max_levels:g}) on {numerics.samples} samples"
         )
     return gate
 

@@ -88,8 +88,9 @@ class _Boundary(nn.Module):
         self.role = role
         self.add_module(role, module)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return getattr(self, self.role)(x)
+    def forward(self, x: torch.Tensor, side: torch.Tensor | None = None) -> Any:
+        module = getattr(self, self.role)
+        return module(x) if side is None else module(x, side)
 
 
 def check_opset(opset: int) -> int:
@@ -116,26 +117,34 @@ def export_onnx(
     input_shape: Sequence[int],
     metadata: Mapping[str, str] | None = None,
     opset: int = DEFAULT_OPSET,
+    extra_inputs: Sequence[tuple[str, Sequence[int]]] = (),
+    output_names: Sequence[str] | None = None,
 ) -> OnnxGraphInfo:
     """Export `module` ((N, *input_shape) -> (N, ...)) to a single-file ONNX graph at `path`.
 
     `role` ("encoder" or "decoder") prefixes the weight names and names the graph; `metadata`
-    becomes the model's `metadata_props` (sorted). The file is canonical (see `canonicalize`)
-    and passes `onnx.checker`.
+    becomes the model's `metadata_props` (sorted). `extra_inputs` are further (name, shape)
+    inputs after the first (a decoder's side information); `output_names` names a module that
+    returns a tuple. The file is canonical (see `canonicalize`) and passes `onnx.checker`.
     """
     check_opset(opset)
     if role not in ("encoder", "decoder"):
         raise ValueError(f"role must be 'encoder' or 'decoder', got {role!r}")
+    if len(extra_inputs) > 1:
+        raise ValueError(f"at most one extra input is supported, got {len(extra_inputs)}")
     wrapper = _Boundary(role, module).eval()
-    example = torch.rand((2, *input_shape), generator=torch.Generator().manual_seed(0))
+    generator = torch.Generator().manual_seed(0)
+    shapes = [tuple(input_shape), *(tuple(shape) for _, shape in extra_inputs)]
+    examples = tuple(torch.rand((2, *shape), generator=generator) for shape in shapes)
+    batch = torch.export.Dim(BATCH_DIM)
     with _quiet_exporter(), torch.no_grad():
         program = torch.onnx.export(
             wrapper,
-            (example,),
+            examples,
             dynamo=True,
-            input_names=[input_name],
-            output_names=[output_name],
-            dynamic_shapes=({0: torch.export.Dim(BATCH_DIM)},),
+            input_names=[input_name, *(name for name, _ in extra_inputs)],
+            output_names=list(output_names) if output_names else [output_name],
+            dynamic_shapes=tuple({0: batch} for _ in examples),
             opset_version=opset,
             external_data=False,
             verbose=False,
@@ -159,7 +168,7 @@ def name_nodes_by_module(graph: onnx.GraphProto) -> None:
     """Name every node `<module path>/<op type>` (e.g. `encoder.encoder2/Conv`).
 
     The exporter records each node's module scopes; the names it gives nodes (`node_Conv_135`)
-    say nothing. A Conv that absorbed its BatchNorm is named after the ConvBN block. Repeated
+    say nothing. A Conv inside a ConvBN block (folded or not) is named after the block. Repeated
     names get `_1`, `_2`, ... in graph order. Must run before `canonicalize` strips the scopes.
     """
     seen: Counter[str] = Counter()
@@ -175,8 +184,8 @@ def name_nodes_by_module(graph: onnx.GraphProto) -> None:
         except (ValueError, SyntaxError):
             continue
         module = path[-1] if path else "graph"
-        if node.op_type == "Conv" and module.endswith(".bn"):
-            module = module[: -len(".bn")]
+        if node.op_type == "Conv" and module.endswith((".bn", ".conv")):
+            module = module.rsplit(".", 1)[0]
         name = f"{module}/{node.op_type}"
         seen[name] += 1
         node.name = name if seen[name] == 1 else f"{name}_{seen[name] - 1}"
@@ -325,3 +334,28 @@ class OnnxRunner:
             for i in range(0, len(x), batch_size)
         ]
         return np.concatenate(parts).astype(np.float32, copy=False)
+
+    def run_outputs(self, *inputs: np.ndarray, batch_size: int = 500) -> list[np.ndarray]:
+        """Every output (in graph order, dtypes as the file declares) for every row of the
+        inputs (in graph order, float32), batch by batch."""
+        specs = self.session.get_inputs()
+        if len(inputs) != len(specs):
+            raise ShapeError(
+                f"{self.path.name} takes {len(specs)} inputs "
+                f"({', '.join(s.name for s in specs)}), got {len(inputs)}"
+            )
+        arrays = [np.ascontiguousarray(x, dtype=np.float32) for x in inputs]
+        for spec, x in zip(specs, arrays, strict=True):
+            if tuple(x.shape[1:]) != tuple(spec.shape[1:]) or len(x) != len(arrays[0]):
+                raise ShapeError(
+                    f"{spec.name}: {self.path.name} expects (N, "
+                    f"{', '.join(map(str, spec.shape[1:]))}), got {x.shape}"
+                )
+        names = [o.name for o in self.session.get_outputs()]
+        chunks = [
+            self.session.run(
+                names, {s.name: x[i : i + batch_size] for s, x in zip(specs, arrays, strict=True)}
+            )
+            for i in range(0, len(arrays[0]), batch_size)
+        ]
+        return [np.concatenate([chunk[k] for chunk in chunks]) for k in range(len(names))]

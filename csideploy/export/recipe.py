@@ -34,7 +34,7 @@ import onnx
 from torch import nn
 
 from csideploy import __version__
-from csideploy.errors import CsiDeployError, DataError
+from csideploy.errors import CsiDeployError, DataError, ToleranceError
 from csideploy.export import (
     CALIBRATION_METHODS,
     DEFAULT_CALIB_SAMPLES,
@@ -53,6 +53,7 @@ from csideploy.export.numerics import (
     GateResult,
     NmseConvention,
     Numerics,
+    check_levels,
     check_nmse_drop,
     check_parity,
     decoder_numerics,
@@ -79,6 +80,7 @@ from csideploy.export.writer import (
     jsonable,
     write_reports,
 )
+from csideploy.models.ue_graph import SideInput, UeGraph, flat_codeword
 
 DEFAULT_OUT_ROOT = "artifacts"
 SQNR_SAMPLES = 128
@@ -234,6 +236,24 @@ class SplitModel:
     sizes: ModelSizes
     input_shape: tuple[int, ...]
     codeword_length: int
+    folded: tuple[str, ...] = ()
+    """BatchNorms folded into their convolution in the export copy (`conv <- bn`)."""
+    not_folded: tuple[str, ...] = ()
+    ue_graph: UeGraph | None = None
+    """Integer-codeword models: the handset graph that is exported instead of the encoder."""
+    side_input: SideInput | None = None
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        return self.ue_graph.output_names if self.ue_graph else (ENCODER_IO[1],)
+
+    @property
+    def decoder_inputs(self) -> tuple[tuple[str, tuple[int, ...]], ...]:
+        """(name, shape) of every decoder input: the codeword, then any side input."""
+        inputs = [(DECODER_IO[0], (self.codeword_length,))]
+        if self.side_input is not None:
+            inputs.append((self.side_input.name, tuple(self.side_input.shape)))
+        return tuple(inputs)
 
 
 @dataclass(frozen=True)
@@ -247,9 +267,13 @@ class CsiSet:
     seed: int | None = None
     method: str | None = None
     """Calibration method (calibration sets only)."""
+    side: np.ndarray | None = field(default=None, repr=False, compare=False)
+    """The paired uplink CSI, row for row (models whose decoder takes a side input)."""
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"source": self.source, "samples": self.samples}
+        if self.side is not None:
+            out["paired_uplink"] = True
         if self.seed is not None:
             out["seed"] = self.seed
         if self.method is not None:
@@ -406,6 +430,10 @@ class ExportContext:
     def metadata(self, *, role: str, precision: str, **extra: str) -> dict[str, str]:
         """The `metadata_props` of an artifact."""
         input_name, output_name = ENCODER_IO if role == "encoder" else DECODER_IO
+        if role == "encoder":
+            output_name = ",".join(self.split.output_names)
+        else:
+            input_name = ",".join(name for name, _ in self.split.decoder_inputs)
         spec = self.input_spec
         data = {
             "model": self.model_name,
@@ -477,12 +505,17 @@ def _default_label(loaded: Any) -> str:
 
 
 def split_step(model: nn.Module) -> SplitModel:
-    """UE encoder and BS decoder as separate float modules, plus export-ready copies."""
+    """UE encoder and BS decoder as separate float modules, plus export-ready copies.
+
+    The export copy of a float-codeword encoder has its BatchNorms folded into the
+    convolutions and its kernel-1 Conv1d layers turned into Linear; an integer-codeword model
+    exports its handset graph (`UeGraph`) instead.
+    """
     import torch
 
     from csideploy.models.registry import get_entry
     from csideploy.models.stats import count_macs, count_params
-    from csideploy.transforms import linearize_pointwise_convs
+    from csideploy.transforms import fold_batchnorm_report, linearize_pointwise_convs
 
     encoder, decoder = model.encoder.eval(), model.decoder.eval()
     entry = get_entry(model.model_name)
@@ -494,24 +527,44 @@ def split_step(model: nn.Module) -> SplitModel:
             f"{model.model_name}: the encoder must return a flat (N, M) codeword, "
             f"got shape {tuple(codeword.shape)}"
         )
-    enc = linearize_pointwise_convs(encoder)
+    graph = entry.ue_graph(model) if entry.ue_graph is not None else None
+    folded: tuple[str, ...] = ()
+    not_folded: tuple[str, ...] = ()
+    if graph is not None:
+        export_encoder, enc_replaced = graph.module.eval(), ()
+    else:
+        fold = fold_batchnorm_report(encoder)
+        folded = tuple(f"encoder.{p.conv} <- encoder.{p.bn}" for p in fold.folded)
+        not_folded = tuple(f"encoder.{n.path}: {n.reason}" for n in fold.not_folded) + tuple(
+            f"encoder.{path}: per-delay affine, kept as a multiply-add" for path in fold.converted
+        )
+        enc = linearize_pointwise_convs(fold.module)
+        export_encoder, enc_replaced = enc.module.eval(), enc.replaced
     dec = linearize_pointwise_convs(decoder)
+    side = entry.side_input
+    decoder_example = [torch.zeros_like(codeword)]
+    if side is not None:
+        decoder_example.append(torch.zeros(1, *side.shape))
     sizes = ModelSizes(
         params_encoder=count_params(encoder),
         params_decoder=count_params(decoder),
         macs_encoder=count_macs(encoder, torch.zeros(1, *input_shape)),
-        macs_decoder=count_macs(decoder, torch.zeros_like(codeword)),
+        macs_decoder=count_macs(decoder, *decoder_example),
     )
     return SplitModel(
         encoder=encoder,
         decoder=decoder,
-        export_encoder=enc.module.eval(),
+        export_encoder=export_encoder,
         export_decoder=dec.module.eval(),
-        linearized=tuple(f"encoder.{n}" for n in enc.replaced)
+        linearized=tuple(f"encoder.{n}" for n in enc_replaced)
         + tuple(f"decoder.{n}" for n in dec.replaced),
         sizes=sizes,
         input_shape=input_shape,
         codeword_length=int(codeword.shape[1]),
+        folded=folded,
+        not_folded=not_folded,
+        ue_graph=graph,
+        side_input=side,
     )
 
 
@@ -569,11 +622,41 @@ def calibration_step(config: ExportConfig) -> CsiSet | None:
     return replace(csi, method=config.calib_method)
 
 
-def evaluation_step(config: ExportConfig) -> CsiSet:
-    """The evaluation set for every gate: `--eval` file or synthetic indoor CSI."""
+def evaluation_step(config: ExportConfig, side_input: SideInput | None = None) -> CsiSet:
+    """The evaluation set for every gate: `--eval` file or synthetic indoor CSI.
+
+    A model whose decoder takes the uplink CSI (`side_input`) is evaluated on paired data: a
+    `--eval` file holding `HT` and `HT_UL`, or the built-in paired generator.
+    """
+    if side_input is not None:
+        return _paired_set(config.eval_data, config.eval_samples)
     return _csi_set(
         "evaluation", config.eval_data, config.eval_samples, MIN_EVAL_SAMPLES, "--eval-samples"
     )
+
+
+def _paired_set(path: str | None, samples: int) -> CsiSet:
+    from csideploy.calibration import paired, synthetic
+
+    if path is None:
+        seed = synthetic.EVALUATION_SEED
+        dl, ul = paired.generate_paired(samples, scenario="indoor", seed=seed)
+        source = f"synthetic indoor, paired UL/DL (seed {seed})"
+        return CsiSet("evaluation", source, len(dl), dl, seed=seed, side=ul)
+    try:
+        dl, ul = paired.load_paired(path, limit=samples)
+    except DataError as error:
+        raise DataError(
+            f"this model's decoder takes the uplink CSI, so --eval must be a paired file "
+            f"(variables {paired.DL_VARIABLE} and {paired.UL_VARIABLE}; make one with "
+            f"`csideploy data synth --paired`): {error}"
+        ) from None
+    if len(dl) < samples:
+        raise DataError(
+            f"evaluation file {path} holds {len(dl)} pairs, fewer than {samples} requested "
+            "(--eval-samples)"
+        )
+    return CsiSet("evaluation", str(path), len(dl), dl, side=ul)
 
 
 def _csi_set(role: str, path: str | None, samples: int, minimum: int, option: str) -> CsiSet:
@@ -605,8 +688,67 @@ def _csi_set(role: str, path: str | None, samples: int, minimum: int, option: st
 def reference_step(
     split: SplitModel, evaluation: CsiSet, convention: str = NMSE_CONVENTION
 ) -> FloatReference:
-    """The float torch model's codewords, reconstruction and NMSE on the evaluation set."""
-    return float_reference(split.encoder, split.decoder, evaluation.data, convention=convention)
+    """The float torch model's codewords, reconstruction and NMSE on the evaluation set, and
+    the exported encoder module's codewords (what the files are held to)."""
+    return float_reference(
+        split.encoder,
+        split.decoder,
+        evaluation.data,
+        convention=convention,
+        exported_encoder=split.export_encoder,
+        side=evaluation.side,
+        integer_codeword=bool(split.ue_graph and split.ue_graph.integer),
+    )
+
+
+EXPORT_MODULE_RELATIVE_TOLERANCE = 1e-5
+"""Folding and linearization only reorder float arithmetic: the export module's codeword may
+differ from the float encoder's by at most this share of the largest |codeword|."""
+LEVEL_MISMATCH_LIMIT = 1e-3
+"""Integer codewords: share of levels allowed to differ from torch (rounding ties only)."""
+
+
+def export_module_step(split: SplitModel, reference: FloatReference) -> dict[str, Any]:
+    """Parity of the module that is exported against the float encoder, in torch.
+
+    A float codeword: max-abs error relative to the largest |codeword| (BN folding and
+    Conv1d -> Linear); integer levels: the share of levels that differ.
+    """
+    expected, actual = reference.codewords, reference.parity_codewords
+    error = float(np.max(np.abs(expected.astype(np.float64) - actual))) if expected.size else 0.0
+    if reference.integer_codeword:
+        mismatch = float(np.mean(expected != actual)) if expected.size else 0.0
+        gate = GateResult(
+            "export module level mismatch",
+            mismatch,
+            LEVEL_MISMATCH_LIMIT,
+            mismatch <= LEVEL_MISMATCH_LIMIT and error <= 1.0,
+        )
+    else:
+        peak = float(np.max(np.abs(expected))) if expected.size else 0.0
+        relative = error / peak if peak > 0 else error
+        gate = GateResult(
+            "export module relative max-abs error",
+            relative,
+            EXPORT_MODULE_RELATIVE_TOLERANCE,
+            relative <= EXPORT_MODULE_RELATIVE_TOLERANCE,
+        )
+    if not gate.passed:
+        raise ToleranceError(
+            f"the export copy of the encoder (BN folded: {len(split.folded)}, linearized: "
+            f"{len(split.linearized)}) differs from the float encoder: {gate.name} "
+            f"{gate.measured:.3g} > {gate.limit:g}"
+        )
+    return {
+        "export_module": {
+            "bn_folded": list(split.folded),
+            "bn_not_folded": list(split.not_folded),
+            "linearized": list(split.linearized),
+            "ue_graph_outputs": list(split.output_names) if split.ue_graph else None,
+            "max_abs_error": error,
+            "gate": gate.to_dict(),
+        }
+    }
 
 
 def measure_step(
@@ -679,39 +821,58 @@ def onnx_step(context: ExportContext) -> list[ArtifactResult]:
 
 
 def export_encoder_onnx(context: ExportContext) -> ArtifactResult:
-    """Float encoder to ONNX, gated on the codeword max-abs error against torch."""
+    """Float encoder (or integer handset graph) to ONNX, gated against the torch module."""
     file = "encoder.onnx"
+    split = context.split
     info = export_onnx(
-        context.split.export_encoder,
+        split.export_encoder,
         context.staging / file,
         role="encoder",
         input_name=ENCODER_IO[0],
         output_name=ENCODER_IO[1],
-        input_shape=context.split.input_shape,
+        output_names=split.output_names,
+        input_shape=split.input_shape,
         metadata=context.metadata(role="encoder", precision="fp32"),
         opset=context.config.opset,
     )
-    codewords = OnnxRunner(context.staging / file)(context.reference.csi)
-    numerics = encoder_numerics(context.reference, context.split.decoder, codewords)
-    gate = check_parity(numerics, context.onnx_tolerance, what=f"{file} (torch -> ONNX fp32)")
+    codewords = encode_onnx(context.staging / file, context.reference.csi)
+    numerics = encoder_numerics(context.reference, split.decoder, codewords)
+    gate = float_gate(context, numerics, what=f"{file} (torch -> ONNX fp32)")
     return _onnx_artifact(context, file, "encoder", "fp32", info, numerics, (gate,))
+
+
+def encode_onnx(path: Path, csi: np.ndarray) -> np.ndarray:
+    """The decoder's float codeword from an ONNX encoder: its outputs, flattened in order."""
+    return flat_codeword(OnnxRunner(path).run_outputs(csi))
+
+
+def float_gate(context: ExportContext, numerics: Numerics, *, what: str) -> GateResult:
+    """The gate of a float conversion: max-abs error, or level mismatch for integer codes."""
+    if context.reference.integer_codeword and numerics.compared_output == "codeword":
+        return check_levels(numerics, LEVEL_MISMATCH_LIMIT, what=what)
+    return check_parity(numerics, context.onnx_tolerance, what=what)
 
 
 def export_decoder_onnx(context: ExportContext) -> ArtifactResult:
     """Float decoder to ONNX, gated on the reconstruction max-abs error against torch."""
     file = "decoder.onnx"
+    (codeword_name, codeword_shape), *extra = context.split.decoder_inputs
     info = export_onnx(
         context.split.export_decoder,
         context.staging / file,
         role="decoder",
-        input_name=DECODER_IO[0],
+        input_name=codeword_name,
         output_name=DECODER_IO[1],
-        input_shape=(context.split.codeword_length,),
+        input_shape=codeword_shape,
+        extra_inputs=extra,
         metadata=context.metadata(role="decoder", precision="fp32"),
         opset=context.config.opset,
     )
-    reconstruction = OnnxRunner(context.staging / file)(context.reference.codewords)
-    numerics = decoder_numerics(context.reference, reconstruction)
+    inputs = [context.reference.codewords]
+    if context.reference.side is not None:
+        inputs.append(context.reference.side)
+    reconstruction = OnnxRunner(context.staging / file).run_outputs(*inputs)[0]
+    numerics = decoder_numerics(context.reference, reconstruction.astype(np.float32))
     gate = check_parity(numerics, context.onnx_tolerance, what=f"{file} (torch -> ONNX fp32)")
     return _onnx_artifact(context, file, "decoder", "fp32", info, numerics, (gate,))
 
@@ -748,7 +909,7 @@ def quantize_encoder_onnx(context: ExportContext, float_encoder: ArtifactResult)
     (context.staging / file).write_bytes(data)
     info = graph_info(model, data)
 
-    codewords = OnnxRunner(context.staging / file)(context.reference.csi)
+    codewords = encode_onnx(context.staging / file, context.reference.csi)
     numerics = encoder_numerics(context.reference, context.split.decoder, codewords)
     sqnr_samples = context.reference.csi[:SQNR_SAMPLES]
 
@@ -847,13 +1008,14 @@ def run_export(config: ExportConfig) -> ExportResult:
         assert staged.path is not None
         with timer.step("data"):
             calibration = calibration_step(config)
-            evaluation = evaluation_step(config)
+            evaluation = evaluation_step(config, entry.side_input)
         with timer.step("surgery"):
             model, surgery = surgery_step(config, loaded.model, evaluation)
         with timer.step("split"):
             split = split_step(model)
         with timer.step("reference"):
             reference = reference_step(split, evaluation, config.convention)
+            surgery = {**surgery, **export_module_step(split, reference)}
         input_spec = _input_spec(entry.input_spec)
         with tempfile.TemporaryDirectory(prefix="csideploy-export-") as scratch:
             context = ExportContext(
@@ -901,12 +1063,7 @@ def run_export(config: ExportConfig) -> ExportResult:
             sizes=split.sizes,
             linearized=split.linearized,
             input_spec=input_spec,
-            codeword_spec={
-                "name": ENCODER_IO[1],
-                "shape": ["batch", split.codeword_length],
-                "dtype": "float32",
-                "length": split.codeword_length,
-            },
+            codeword_spec=_codeword_spec(split),
             onnx_tolerance=float(entry.onnx_tolerance),
             max_nmse_drop_db=config.max_nmse_drop,
             versions=versions(),
@@ -916,6 +1073,18 @@ def run_export(config: ExportConfig) -> ExportResult:
             result = write_step(staged.path, result, version=config.version)
             staged.commit()
     return replace(result, seconds=timer.seconds)
+
+
+def _codeword_spec(split: SplitModel) -> dict[str, Any]:
+    """The manifest's codeword section: one float tensor, or the handset graph's outputs."""
+    if split.ue_graph is not None:
+        return {"shape": ["batch", split.codeword_length], **split.ue_graph.describe()}
+    return {
+        "name": ENCODER_IO[1],
+        "shape": ["batch", split.codeword_length],
+        "dtype": "float32",
+        "length": split.codeword_length,
+    }
 
 
 def _input_spec(spec: Any) -> dict[str, Any]:

@@ -69,6 +69,7 @@ from csideploy.models.registry import (
     check_input,
     register_model,
 )
+from csideploy.models.ue_graph import CodewordPart, SideInput, UeGraph
 
 GRID = 32
 """Qt = Nb = 32: the angular-delay matrix is 32 x 32."""
@@ -452,6 +453,56 @@ def feedback_bits(model: nn.Module) -> FeedbackBits:
     )
 
 
+def ue_graph(model: nn.Module) -> UeGraph:
+    """The handset graph and its three outputs, for the export recipe and the manifest."""
+    m = _as_model(model)
+    config, encoder = m.config, m.encoder
+    bits = feedback_bits(m)
+    return UeGraph(
+        module=ue_encoder(m),
+        parts=(
+            CodewordPart(
+                "magnitude",
+                config.magnitude_length,
+                "int8",
+                "SSQ levels of the magnitude codeword (tanh output x 2**(K-1), rounded)",
+                bits=config.magnitude_bits,
+                quantization=encoder.magnitude.quantizer.spec().as_dict(),
+            ),
+            CodewordPart(
+                "phase",
+                config.phase_length,
+                "int8",
+                "SSQ levels of the cosine (phase) codeword",
+                bits=config.phase_bits,
+                quantization=encoder.phase.quantizer.spec().as_dict(),
+            ),
+            CodewordPart(
+                "sign",
+                config.sign_length,
+                "uint8",
+                "sign of sin(angle H) at the fixed sign positions: 1 = sin >= 0, 0 = negative",
+                bits=1,
+            ),
+        ),
+        bits_per_report=bits.total,
+        notes={
+            "feedback_bits": bits.as_dict(),
+            "sign_positions": [int(i) for i in encoder.sign_positions.tolist()],
+        },
+    )
+
+
+UL_SIDE_INPUT = SideInput(
+    name="ul_csi",
+    shape=(2, GRID, GRID),
+    description=(
+        "uplink CSI of the same UE (same layout and scale as the DL input); the BS decoder "
+        "uses its magnitude as side information"
+    ),
+)
+
+
 def param_breakdown(model: nn.Module) -> dict[str, int]:
     """Learnable parameters per part: the two encoders, two decoders and the combining net."""
     m = _as_model(model)
@@ -523,6 +574,10 @@ def _paired_tensors(
     return dl_t, ul_t
 
 
+EpochCallback = Callable[[int, int, float], None]
+"""`on_epoch(stage, epoch, mean_loss)` after every epoch; stage 1 or 2, epoch 1-based."""
+
+
 def _run_stage(
     params: list[nn.Parameter],
     epochs: int,
@@ -530,10 +585,11 @@ def _run_stage(
     loss_of: Callable[[torch.Tensor], torch.Tensor],
     lr: float,
     generator: torch.Generator,
+    after_epoch: Callable[[int, float], None] | None = None,
 ) -> list[float]:
     optimizer = torch.optim.Adam(params, lr=lr)
     history = []
-    for _ in range(epochs):
+    for epoch in range(epochs):
         total, count = 0.0, 0
         for index in batches(generator):
             optimizer.zero_grad(set_to_none=True)
@@ -543,7 +599,28 @@ def _run_stage(
             total += loss.item() * len(index)
             count += len(index)
         history.append(total / max(count, 1))
+        if after_epoch is not None:
+            after_epoch(epoch + 1, history[-1])
     return history
+
+
+def _stage_callback(
+    model: nn.Module, stage: int, on_epoch: EpochCallback | None
+) -> Callable[[int, float], None] | None:
+    """`on_epoch` for one stage, restoring every module's train / eval mode after it runs
+    (the callback may evaluate the model; stage 2 keeps the frozen branch in eval mode)."""
+    if on_epoch is None:
+        return None
+
+    def after_epoch(epoch: int, loss: float) -> None:
+        modes = [(module, module.training) for module in model.modules()]
+        try:
+            on_epoch(stage, epoch, loss)
+        finally:
+            for module, training in modes:
+                module.training = training
+
+    return after_epoch
 
 
 def train_dualnet_mp(
@@ -557,6 +634,7 @@ def train_dualnet_mp(
     lr: float = 1e-3,
     seed: int = 0,
     fit_positions: bool = True,
+    on_epoch: EpochCallback | None = None,
 ) -> DualNetMPTrainResult:
     """The paper's two-stage training, in place, on paired DL / UL CSI (N, 2, 32, 32).
 
@@ -564,16 +642,21 @@ def train_dualnet_mp(
     and trains the phase encoder, phase decoder and combining network on eq. 13 (SMAPE of the
     preliminary estimate) plus the MSE of the combined estimate (eq. 8), both in the
     normalised units of `csi_features`. Adam, constant learning rate (the public code's 1e-3).
+    The data follow the model onto its device. `on_epoch(stage, epoch, mean_loss)` runs after
+    every epoch (validation, progress); the modules' train / eval modes are restored after it.
     The model is left in eval mode.
     """
     m = _as_model(model)
     dl_t, ul_t = _paired_tensors(dl, ul)
     if fit_positions:
         fit_sign_positions(m, dl_t)
+    device = next(m.parameters()).device
+    dl_t, ul_t = dl_t.to(device), ul_t.to(device)
     generator = torch.Generator().manual_seed(seed)
 
     def batches(gen: torch.Generator) -> list[torch.Tensor]:
-        return list(torch.randperm(len(dl_t), generator=gen).split(batch_size))
+        order = torch.randperm(len(dl_t), generator=gen).to(device)
+        return list(order.split(batch_size))
 
     mag_params = [p for module in m.magnitude_modules() for p in module.parameters()]
     mag_ids = {id(p) for p in mag_params}
@@ -587,7 +670,15 @@ def train_dualnet_mp(
         return F.mse_loss(estimate, target)
 
     m.train()
-    stage1 = _run_stage(mag_params, epochs_stage1, batches, stage1_loss, lr, generator)
+    stage1 = _run_stage(
+        mag_params,
+        epochs_stage1,
+        batches,
+        stage1_loss,
+        lr,
+        generator,
+        _stage_callback(m, 1, on_epoch),
+    )
 
     def stage2_loss(index: torch.Tensor) -> torch.Tensor:
         x = dl_t[index]
@@ -603,7 +694,15 @@ def train_dualnet_mp(
     for module in m.magnitude_modules():
         module.eval()  # the frozen branch runs as deployed: hard SSQ
     try:
-        stage2 = _run_stage(other_params, epochs_stage2, batches, stage2_loss, lr, generator)
+        stage2 = _run_stage(
+            other_params,
+            epochs_stage2,
+            batches,
+            stage2_loss,
+            lr,
+            generator,
+            _stage_callback(m, 2, on_epoch),
+        )
     finally:
         for p in mag_params:
             p.requires_grad_(True)
@@ -635,6 +734,8 @@ def make_dualnet_mp(config: DualNetMPConfig) -> DualNetMP:
             "layout as side information"
         )
     ),
+    ue_graph=ue_graph,
+    side_input=UL_SIDE_INPUT,
 )
 def dualnet_mp(
     cr: int,

@@ -53,6 +53,7 @@ from csideploy.models.registry import (
     PublishedFigures,
     register_model,
 )
+from csideploy.models.ue_graph import CodewordPart, UeGraph
 
 HIDDEN = 1024
 DEFAULT_BLOCKS = 4
@@ -191,6 +192,27 @@ def quantization_spec(model: CsiAutoencoder) -> QuantizerSpec | None:
     return None if quantizer is None else quantizer.spec()
 
 
+def ue_graph(model: CsiAutoencoder) -> UeGraph | None:
+    """A quantized LORA's handset graph (one integer codeword); None for a float LORA."""
+    spec = quantization_spec(model)
+    if spec is None:
+        return None
+    return UeGraph(
+        module=ue_encoder(model),
+        parts=(
+            CodewordPart(
+                "codeword",
+                model.codeword_length,
+                spec.dtype,
+                f"{spec.scheme.upper()} levels of A (csi - 0.5)",
+                bits=spec.bits,
+                quantization=spec.as_dict(),
+            ),
+        ),
+        bits_per_report=spec.bits * model.codeword_length,
+    )
+
+
 def table_iv_counts(model: CsiAutoencoder) -> tuple[int, int]:
     """(encoder, decoder) parameters counted as the paper's Table IV does.
 
@@ -229,6 +251,7 @@ def make_lora(config: LoraConfig) -> CsiAutoencoder:
             "[0, 1] with 0.5 meaning zero; the encoder subtracts 0.5 before A"
         )
     ),
+    ue_graph=ue_graph,
 )
 def lora(
     cr: int,

@@ -7,7 +7,7 @@ A per-sample power makes the noise of one sample independent of the rest of its 
 CLLWCsiNet public code measures the power over the whole batch instead). `snr_db=inf` means a
 noiseless channel.
 
-Three ways to use it:
+Ways to use it:
 
 - `add_awgn(codeword, snr_db, generator)`: the function itself, for any model.
 - `AwgnChannel(snr_db, train_snr_db=...)`: a module; CLLWCsiNet's decoder holds one and adds
@@ -18,6 +18,8 @@ Three ways to use it:
 - `attach_training_noise(model, snr_db)`: the channel in front of ANY model's decoder, active
   in training mode only (`csideploy train --train-snr DB` for models without a built-in one;
   CLLWCsiNet takes `build("cllwcsinet", cr, train_snr_db=DB)` instead).
+- `training_noise(model, snr_db)`: a context manager for a training run that uses the
+  model's own channel when it has one, else attaches the hook for the run only.
 """
 
 from __future__ import annotations
@@ -127,11 +129,11 @@ def attach_training_noise(
     decoder = getattr(model, "decoder", None)
     if not isinstance(decoder, nn.Module):
         raise CsiDeployError(f"{type(model).__name__} has no `decoder` submodule to feed noise to")
-    own = [m for m in decoder.modules() if isinstance(m, AwgnChannel) and m.train_snr_db]
-    if own:
+    own = built_in_training_snr(model)
+    if own is not None:
         raise CsiDeployError(
             f"the decoder of {getattr(model, 'model_name', type(model).__name__)} already adds "
-            f"training noise at {own[0].train_snr_db} dB; do not attach a second channel"
+            f"training noise at {own} dB; do not attach a second channel"
         )
 
     def hook(module: nn.Module, args: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...] | None:
@@ -140,6 +142,47 @@ def attach_training_noise(
         return (add_awgn(args[0], snr, generator), *args[1:])
 
     return decoder.register_forward_pre_hook(hook)
+
+
+def built_in_training_snr(model: nn.Module) -> float | None:
+    """The training SNR of an `AwgnChannel` the model's decoder holds (CLLWCsiNet built with
+    `train_snr_db`), or None when its decoder adds no training noise of its own."""
+    decoder = getattr(model, "decoder", None)
+    if not isinstance(decoder, nn.Module):
+        return None
+    for module in decoder.modules():
+        if isinstance(module, AwgnChannel) and module.train_snr_db is not None:
+            return module.train_snr_db
+    return None
+
+
+@contextmanager
+def training_noise(model: nn.Module, snr_db: float | None) -> Iterator[nn.Module]:
+    """Within the block, `model` adds AWGN at `snr_db` on the codeword in training mode only.
+
+    `snr_db=None` adds nothing (a model built with its own training channel keeps it). A model
+    whose own channel trains at `snr_db` keeps that channel; one whose channel trains at
+    another SNR is an error; any other model gets `attach_training_noise` for the block,
+    removed on exit (also when the block raises), so that a trained model carries no hook.
+    """
+    own = built_in_training_snr(model)
+    if snr_db is None:
+        yield model
+        return
+    if own is not None:
+        if _check_snr(snr_db) != own:
+            name = getattr(model, "model_name", type(model).__name__)
+            raise CsiDeployError(
+                f"{name} was built to train with codeword noise at {own} dB, "
+                f"not at the {snr_db} dB asked for"
+            )
+        yield model
+        return
+    handle = attach_training_noise(model, snr_db)
+    try:
+        yield model
+    finally:
+        handle.remove()
 
 
 class SnrPoint(NamedTuple):

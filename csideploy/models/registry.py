@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from csideploy.errors import ShapeError, UnknownModelError
+from csideploy.models.ue_graph import SideInput, UeGraph
 
 CSI_SHAPE = (2, 32, 32)
 CSI_SIZE = 2 * 32 * 32
@@ -64,6 +65,10 @@ class ModelEntry:
     input_spec: InputSpec = InputSpec()
     published: Mapping[int, PublishedFigures] = field(default_factory=dict)
     onnx_tolerance: float = 1e-4
+    ue_graph: Callable[[CsiAutoencoder], UeGraph | None] | None = None
+    """For integer codewords: the handset graph with integer outputs (see `models.ue_graph`)."""
+    side_input: SideInput | None = None
+    """An extra BS-decoder input besides the codeword (DualNet-MP: the uplink CSI)."""
 
     def __post_init__(self) -> None:
         if not self.crs or any(cr <= 0 or CSI_SIZE % cr for cr in self.crs):
@@ -108,6 +113,8 @@ def register_model(
     flat_prefixes: Mapping[str, str] | None = None,
     published: Mapping[int, PublishedFigures] | None = None,
     input_spec: InputSpec | None = None,
+    ue_graph: Callable[[CsiAutoencoder], UeGraph | None] | None = None,
+    side_input: SideInput | None = None,
 ) -> Callable[[Callable[..., CsiAutoencoder]], Callable[..., CsiAutoencoder]]:
     """Register `builder(cr, **options) -> CsiAutoencoder` under `name`."""
 
@@ -123,6 +130,8 @@ def register_model(
             flat_prefixes=dict(flat_prefixes or {}),
             published=dict(published or {}),
             input_spec=input_spec or InputSpec(),
+            ue_graph=ue_graph,
+            side_input=side_input,
         )
         return builder
 
@@ -160,6 +169,38 @@ def build(name: str, cr: int = 4, **options: object) -> CsiAutoencoder:
     entry = get_entry(name)
     model = entry.builder(check_cr(entry, cr), **options)
     return model.eval()
+
+
+LATENTS = ("fc", "conv")
+CONV_LATENT_VARIANTS: Mapping[str, str] = {
+    "csinet": "csinet-cl",
+    "crnet": "crnet-cl",
+    "clnet": "clnet-cl",
+}
+"""Models with a fully connected latent -> their convolutional-latent ("-cl") variant."""
+CONV_LATENT_MODELS = (*CONV_LATENT_VARIANTS.values(), "cllwcsinet")
+"""Models whose codeword is already a convolutional feature map."""
+
+
+def resolve_model_name(name: str, latent: str = "fc") -> str:
+    """The registry name of `name` with the given latent (`--model NAME --latent fc|conv`).
+
+    `fc` keeps the name as given; `conv` maps a model to its "-cl" variant (clnet ->
+    clnet-cl) and keeps a name whose latent is already convolutional. Any other model is an
+    error listing the models that have a convolutional latent.
+    """
+    get_entry(name)
+    if latent not in LATENTS:
+        raise UnknownModelError(f"latent must be one of {', '.join(LATENTS)}, got {latent!r}")
+    if latent == "fc" or name in CONV_LATENT_MODELS:
+        return name
+    if name in CONV_LATENT_VARIANTS:
+        return CONV_LATENT_VARIANTS[name]
+    variants = ", ".join(f"{k} -> {v}" for k, v in CONV_LATENT_VARIANTS.items())
+    raise UnknownModelError(
+        f"model {name!r} has no convolutional-latent variant (--latent conv); models with one: "
+        f"{variants}; already convolutional: {', '.join(CONV_LATENT_MODELS)}"
+    )
 
 
 def check_input(x: torch.Tensor, spec: InputSpec = InputSpec(), what: str = "csi") -> None:

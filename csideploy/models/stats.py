@@ -21,11 +21,11 @@ def count_params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def count_macs(module: nn.Module, example: torch.Tensor) -> int:
-    """Conv + Linear multiply-accumulates of one forward pass on `example`."""
+def count_macs(module: nn.Module, *example: torch.Tensor) -> int:
+    """Conv + Linear multiply-accumulates of one forward pass on `example` (all inputs)."""
     counter = FlopCounterMode(display=False)
     with torch.no_grad(), counter:
-        module(example)
+        module(*example)
     return counter.get_total_flops() // 2
 
 

@@ -128,3 +128,32 @@ def test_training_noise_hook_for_any_model() -> None:
         assert not torch.allclose(noisy_train, reference.train()(x))
     with pytest.raises(CsiDeployError, match="already adds training noise"):
         attach_training_noise(build("cllwcsinet", 16, train_snr_db=40.0), 10.0)
+
+
+def test_training_noise_context_for_a_run() -> None:
+    from csideploy.models.noise import built_in_training_snr, training_noise
+
+    torch.manual_seed(0)
+    model = build("clnet", 16).train()
+    x = torch.rand(4, 2, 32, 32)
+    with torch.no_grad():
+        with training_noise(model, None):
+            assert not model.decoder._forward_pre_hooks
+        with training_noise(model, 0.0):
+            assert len(model.decoder._forward_pre_hooks) == 1
+            assert not torch.allclose(model(x), model(x))
+        assert not model.decoder._forward_pre_hooks
+        with pytest.raises(RuntimeError), training_noise(model, 0.0):
+            raise RuntimeError("interrupted run")
+        assert not model.decoder._forward_pre_hooks
+
+    own = build("cllwcsinet", 16, train_snr_db=20.0)
+    assert built_in_training_snr(own) == 20.0 and built_in_training_snr(model) is None
+    for snr in (None, 20.0):
+        with training_noise(own, snr):
+            assert not own.decoder._forward_pre_hooks  # its own channel does the work
+    with (
+        pytest.raises(CsiDeployError, match=r"at 20\.0 dB, not at the 10\.0 dB"),
+        training_noise(own, 10.0),
+    ):
+        pass
