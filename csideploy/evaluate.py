@@ -58,10 +58,19 @@ class EvalResult:
 
 @torch.no_grad()
 def reconstruct(
-    model: CsiAutoencoder, x: np.ndarray | torch.Tensor, *, batch_size: int = 1000
+    model: CsiAutoencoder,
+    x: np.ndarray | torch.Tensor,
+    *,
+    batch_size: int = 1000,
+    side: np.ndarray | None = None,
 ) -> np.ndarray:
-    """The model's output for every sample of `x`, in eval mode, batch by batch, as float32."""
+    """The model's output for every sample of `x`, in eval mode, batch by batch, as float32.
+
+    `side`: the decoder's side input row for row (DualNet-MP: the uplink CSI)."""
     t = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
+    s = None if side is None else torch.as_tensor(np.asarray(side, dtype=np.float32))
+    if s is not None and s.shape != t.shape:
+        raise ShapeError(f"side input: expected shape {tuple(t.shape)}, got {tuple(s.shape)}")
     if t.dim() != 4 or tuple(t.shape[1:]) != CSI_SHAPE:
         raise ShapeError(f"csi: expected shape (N, 2, 32, 32), got {tuple(t.shape)}")
     if len(t) == 0:
@@ -72,10 +81,10 @@ def reconstruct(
     was_training = model.training
     model.eval()
     try:
-        parts = [
-            model(t[i : i + batch_size].to(device=device, dtype=torch.float32)).cpu()
-            for i in range(0, len(t), batch_size)
-        ]
+        parts = []
+        for i in range(0, len(t), batch_size):
+            inputs = [t[i : i + batch_size]] + ([] if s is None else [s[i : i + batch_size]])
+            parts.append(model(*(v.to(device=device, dtype=torch.float32) for v in inputs)).cpu())
     finally:
         model.train(was_training)
     return torch.cat(parts).numpy()
@@ -88,13 +97,15 @@ def evaluate(
     convention: str = "linear",
     hf: np.ndarray | None = None,
     batch_size: int = 1000,
+    side: np.ndarray | None = None,
 ) -> EvalResult:
-    """NMSE (dB) of `model` on `x` under `convention`; rho too when `hf` (HF_all) is given."""
+    """NMSE (dB) of `model` on `x` under `convention`; rho too when `hf` (HF_all) is given;
+    `side` is the decoder's side input (DualNet-MP's uplink CSI)."""
     from csideploy import metrics
 
     description = _describe(convention)
     x_np = np.asarray(x.cpu() if isinstance(x, torch.Tensor) else x, dtype=np.float32)
-    x_hat = reconstruct(model, x_np, batch_size=batch_size)
+    x_hat = reconstruct(model, x_np, batch_size=batch_size, side=side)
     nmse_db = float(metrics.nmse(x_np, x_hat, convention=convention))
     rho = None if hf is None else float(metrics.rho(x_hat, hf))
     return EvalResult(
@@ -128,21 +139,41 @@ def evaluate_checkpoint(
     """
     from csideploy.calibration.io import load_csi, load_csi_freq, resolve_data
     from csideploy.models.checkpoint import load_checkpoint
+    from csideploy.models.registry import get_entry
 
     _describe(convention)
     data_path = resolve_data(data, split="test", scenario=scenario)
     loaded = load_checkpoint(checkpoint, model=model_name, cr=cr)
-    x = load_csi(data_path, limit=limit)
+    side = None
+    if get_entry(loaded.name).side_input is not None:
+        x, side = _paired(data_path, limit)
+    else:
+        x = load_csi(data_path, limit=limit)
     hf_path = Path(hf) if hf is not None else _sibling_hf(data_path)
     hf_data = None if hf_path is None else load_csi_freq(hf_path, limit=limit)
     if hf_data is not None and len(hf_data) != len(x):
         raise DataError(
             f"{hf_path}: holds {len(hf_data)} HF_all samples but {data_path} holds {len(x)}"
         )
-    result = evaluate(loaded.model, x, convention=convention, hf=hf_data, batch_size=batch_size)
+    result = evaluate(
+        loaded.model, x, convention=convention, hf=hf_data, batch_size=batch_size, side=side
+    )
     from dataclasses import replace
 
     return replace(result, data=str(data_path), checkpoint=str(checkpoint))
+
+
+def _paired(path: Path, limit: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """(DL, UL) of a paired file, or an error saying the model needs one."""
+    from csideploy.calibration.paired import UL_VARIABLE, load_paired
+
+    try:
+        return load_paired(path, limit=limit)
+    except DataError as error:
+        raise DataError(
+            f"this model's decoder takes the uplink CSI: {path} must hold {UL_VARIABLE} "
+            f"beside HT (make paired data with `csideploy data synth --paired`): {error}"
+        ) from None
 
 
 def _describe(convention: str) -> str:

@@ -12,7 +12,7 @@ import torch
 from csideploy import metrics
 from csideploy.calibration.io import save_csi_freq_mat, save_csi_mat
 from csideploy.calibration.synthetic import generate
-from csideploy.errors import CsiDeployError, ShapeError
+from csideploy.errors import CsiDeployError, DataError, ShapeError
 from csideploy.evaluate import evaluate, evaluate_checkpoint, reconstruct
 from csideploy.models import build
 from csideploy.models.checkpoint import save_checkpoint
@@ -145,3 +145,25 @@ def test_shipped_checkpoint_matches_its_model_card() -> None:
     test = generate(1067, scenario="indoor", seed=split_seeds(0)["test"])
     recorded = float(re.search(r"test NMSE \(1,067[^|]*\| ([+-]?\d+\.\d+) \|", card).group(1))
     assert evaluate(loaded.model, test).nmse_db == pytest.approx(recorded, abs=0.006)
+
+
+def test_dualnet_mp_is_evaluated_with_the_uplink_of_a_paired_file(tmp_path):
+    from csideploy.calibration.paired import load_paired, write_paired_dataset
+
+    torch.manual_seed(0)
+    model = build("dualnet-mp", 16)
+    checkpoint = save_checkpoint(tmp_path / "dual.pt", model)
+    files = write_paired_dataset(tmp_path / "paired", n=60, seed=0).files
+    result = evaluate_checkpoint("dualnet-mp", checkpoint, files["test"])
+    dl, ul = load_paired(files["test"])
+    assert result.nmse_db == pytest.approx(evaluate(model, dl, side=ul).nmse_db, abs=1e-6)
+    assert result.nmse_db != pytest.approx(evaluate(model, dl).nmse_db, abs=1e-3)
+
+
+def test_dualnet_mp_evaluation_needs_paired_data(tmp_path):
+    from csideploy.calibration.synthetic import write_synthetic_dataset
+
+    checkpoint = save_checkpoint(tmp_path / "dual.pt", build("dualnet-mp", 16))
+    files = write_synthetic_dataset(tmp_path / "plain", n=60, seed=0)
+    with pytest.raises(DataError, match="HT_UL"):
+        evaluate_checkpoint("dualnet-mp", checkpoint, files["test"])

@@ -1,10 +1,13 @@
 """Run a `.tflite` encoder on LiteRT (or, on boards with nothing else, tflite-runtime).
 
 Needs only numpy and one interpreter package, so a handset team or `csideploy verify` can
-check an artifact without torch. `LiteRTModel.run` hides the integer I/O of a full-INT8
-file: float CSI goes in, it is quantized with the input tensor's scale and zero point, and the
-output is dequantized back to float. `run_raw` feeds and returns the tensors exactly as the
-file declares them.
+check an artifact without torch. `LiteRTModel.run_outputs` hides the integer I/O of a full-INT8
+file: float CSI goes in, it is quantized with the input tensor's scale and zero point, and
+every quantized output (one with a scale) is dequantized back to float; an integer output
+without a scale (a handset graph's codeword levels or bits) comes back as its integer array.
+Outputs are in the file's order, which `export_tflite` writes in the torch encoder's order.
+`run` is the same for a single-output file; `run_raw_outputs` / `run_raw` feed and return the
+tensors exactly as the file declares them.
 """
 
 from __future__ import annotations
@@ -80,8 +83,9 @@ def dequantize(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
 class LiteRTModel:
     """One `.tflite` file loaded into an interpreter (XNNPACK, `num_threads` threads).
 
-    The model must have one input and one output. A fixed-batch file (the usual batch 1) runs a
-    larger batch one slice at a time; a file with a dynamic batch dimension is resized instead.
+    The model must have one input and at least one output. A fixed-batch file (the usual batch
+    1) runs a larger batch one slice at a time; a file with a dynamic batch dimension is
+    resized instead.
     """
 
     def __init__(
@@ -108,13 +112,13 @@ class LiteRTModel:
         self._interpreter.allocate_tensors()
         inputs = self._interpreter.get_input_details()
         outputs = self._interpreter.get_output_details()
-        if len(inputs) != 1 or len(outputs) != 1:
+        if len(inputs) != 1 or not outputs:
             raise ShapeError(
-                f"{self.path}: expected one input and one output tensor, "
+                f"{self.path}: expected one input and at least one output tensor, "
                 f"got {len(inputs)} inputs and {len(outputs)} outputs"
             )
         self._input = inputs[0]
-        self._output = outputs[0]
+        self._outputs = outputs
         self._batch = int(self._input["shape"][0])
 
     @property
@@ -137,21 +141,32 @@ class LiteRTModel:
         return np.dtype(self._input["dtype"])
 
     @property
+    def output_names(self) -> tuple[str, ...]:
+        """The output tensor names, in the file's output order."""
+        return tuple(str(detail["name"]) for detail in self._outputs)
+
+    @property
+    def output_dtypes(self) -> tuple[np.dtype, ...]:
+        return tuple(np.dtype(detail["dtype"]) for detail in self._outputs)
+
+    @property
     def output_dtype(self) -> np.dtype:
-        return np.dtype(self._output["dtype"])
+        """The dtype of the first (for most files the only) output."""
+        return self.output_dtypes[0]
 
     @property
     def dynamic_batch(self) -> bool:
         signature = self._input.get("shape_signature")
         return signature is not None and len(signature) > 0 and int(signature[0]) == -1
 
-    def run_raw(self, x: np.ndarray) -> np.ndarray:
-        """One invoke on tensors exactly as the file declares them (int8 stays int8)."""
+    def run_raw_outputs(self, x: np.ndarray) -> list[np.ndarray]:
+        """One invoke on tensors exactly as the file declares them (int8 stays int8); every
+        output, in the file's order."""
         x = np.asarray(x)
         if x.dtype != self.input_dtype:
             raise DataError(
                 f"{self.path.name}: input must be {self.input_dtype}, got {x.dtype} "
-                "(use run() to quantize float input)"
+                "(use run() / run_outputs() to quantize float input)"
             )
         self._check_shape(x)
         if tuple(x.shape) != self.input_shape:
@@ -162,13 +177,19 @@ class LiteRTModel:
             self._interpreter.resize_tensor_input(self._input["index"], list(x.shape))
             self._interpreter.allocate_tensors()
             self._input = self._interpreter.get_input_details()[0]
-            self._output = self._interpreter.get_output_details()[0]
+            self._outputs = self._interpreter.get_output_details()
         self._interpreter.set_tensor(self._input["index"], np.ascontiguousarray(x))
         self._interpreter.invoke()
-        return self._interpreter.get_tensor(self._output["index"]).copy()
+        return [self._interpreter.get_tensor(d["index"]).copy() for d in self._outputs]
 
-    def run(self, x: np.ndarray) -> np.ndarray:
-        """Float in, float out, any batch size: quantize and dequantize around integer I/O."""
+    def run_raw(self, x: np.ndarray) -> np.ndarray:
+        """`run_raw_outputs` of a single-output file: its one output tensor."""
+        self._require_single_output("run_raw", "run_raw_outputs")
+        return self.run_raw_outputs(x)[0]
+
+    def run_outputs(self, x: np.ndarray) -> list[np.ndarray]:
+        """Float in, any batch size; every output in the file's order: quantized outputs
+        dequantized to float32, integer outputs without a scale as their integer arrays."""
         x = np.asarray(x, dtype=np.float32)
         self._check_shape(x)
         if not np.isfinite(x).all():
@@ -177,19 +198,37 @@ class LiteRTModel:
             scale, zero_point = self._input["quantization"]
             x = quantize(x, scale, zero_point, self.input_dtype)
         if self.dynamic_batch or len(x) == self._batch:
-            outputs = [self.run_raw(x)]
+            chunks = [self.run_raw_outputs(x)]
         else:
             if len(x) % self._batch:
                 raise ShapeError(
                     f"{self.path.name}: batch {len(x)} is not a multiple of the model's "
                     f"fixed batch {self._batch}"
                 )
-            outputs = [self.run_raw(x[i : i + self._batch]) for i in range(0, len(x), self._batch)]
-        y = np.concatenate(outputs, axis=0)
-        if self.output_dtype != np.float32:
-            scale, zero_point = self._output["quantization"]
-            y = dequantize(y, scale, zero_point)
-        return y
+            chunks = [
+                self.run_raw_outputs(x[i : i + self._batch]) for i in range(0, len(x), self._batch)
+            ]
+        results = []
+        for position, detail in enumerate(self._outputs):
+            y = np.concatenate([chunk[position] for chunk in chunks], axis=0)
+            scale, zero_point = detail["quantization"]
+            if y.dtype != np.float32 and scale:
+                y = dequantize(y, scale, zero_point)
+            results.append(y)
+        return results
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """`run_outputs` of a single-output file: float in, its one output (float, or integer
+        levels for an integer output without a scale)."""
+        self._require_single_output("run", "run_outputs")
+        return self.run_outputs(x)[0]
+
+    def _require_single_output(self, method: str, instead: str) -> None:
+        if len(self._outputs) != 1:
+            raise DataError(
+                f"{self.path.name} has {len(self._outputs)} outputs "
+                f"({', '.join(self.output_names)}); {method}() returns one, use {instead}()"
+            )
 
     def _check_shape(self, x: np.ndarray) -> None:
         expected = self.input_shape[1:]
@@ -223,9 +262,29 @@ def encode_csi(
     """Float codewords (N, M) of NCHW CSI (N, 2, 32, 32), whatever the file's layout and I/O.
 
     This is the LiteRT side of the numerics gate: its output compares directly with the torch
-    encoder's and feeds the float decoder. `layout` defaults to what the input shape says.
+    encoder's and feeds the float decoder. `layout` defaults to what the input shape says. The
+    file must have one output; an integer one comes back as its levels in float32. For a file
+    with several outputs use `encode_csi_outputs`.
     """
-    runner = model if isinstance(model, LiteRTModel) else LiteRTModel(model, num_threads)
+    runner = _runner(model, num_threads)
+    runner._require_single_output("encode_csi", "encode_csi_outputs")
+    (codewords,) = encode_csi_outputs(runner, csi, layout=layout)
+    return codewords.astype(np.float32, copy=False)
+
+
+def encode_csi_outputs(
+    model: LiteRTModel | str | os.PathLike[str],
+    csi: np.ndarray,
+    *,
+    layout: str | None = None,
+    num_threads: int = 1,
+) -> list[np.ndarray]:
+    """Every output (N, M_k) of NCHW CSI (N, 2, 32, 32), in the file's output order.
+
+    Quantized outputs are dequantized to float32; integer outputs without a scale (codeword
+    levels, sign bits) keep their integer dtype. `layout` defaults to what the input shape says.
+    """
+    runner = _runner(model, num_threads)
     csi = np.asarray(csi, dtype=np.float32)
     if csi.ndim != 4 or tuple(csi.shape[1:]) != CSI_NCHW:
         raise ShapeError(f"csi: expected shape (N, 2, 32, 32), got {tuple(csi.shape)}")
@@ -234,8 +293,11 @@ def encode_csi(
         raise ValueError(f"layout must be 'nchw' or 'nhwc', got {layout!r}")
     if layout == "nhwc":
         csi = np.ascontiguousarray(csi.transpose(0, 2, 3, 1))
-    codewords = runner.run(csi)
-    return codewords.reshape(len(csi), -1)
+    return [y.reshape(len(csi), -1) for y in runner.run_outputs(csi)]
+
+
+def _runner(model: LiteRTModel | str | os.PathLike[str], num_threads: int) -> LiteRTModel:
+    return model if isinstance(model, LiteRTModel) else LiteRTModel(model, num_threads)
 
 
 def litert_latency(
@@ -247,7 +309,7 @@ def litert_latency(
     threads: int = 1,
     runtimes: Sequence[str] = DEFAULT_RUNTIMES,
 ) -> LatencyResult:
-    """p50 / p90 of one batch-1 call (set input, invoke, read output) on XNNPACK.
+    """p50 / p90 of one batch-1 call (set input, invoke, read every output) on XNNPACK.
 
     The input is random data in the file's own dtype, so an int8 file is timed without the
     float conversion a caller may add. `input_shape` (without batch) is only checked against
@@ -268,11 +330,11 @@ def litert_latency(
         info = np.iinfo(model.input_dtype)
         x = rng.integers(info.min, info.max, size=shape, endpoint=True).astype(model.input_dtype)
     for _ in range(warmup):
-        model.run_raw(x)
+        model.run_raw_outputs(x)
     times = np.empty(runs)
     for i in range(runs):
         start = time.perf_counter_ns()
-        model.run_raw(x)
+        model.run_raw_outputs(x)
         times[i] = (time.perf_counter_ns() - start) / 1e3
     version = _runtime_version(model.runtime)
     return LatencyResult(

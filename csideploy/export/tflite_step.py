@@ -2,8 +2,9 @@
 
 Registered as format "tflite" in `csideploy.export.recipe.FORMAT_STEPS`. Every file is run on
 LiteRT over the evaluation set and held to the same gates as the ONNX files: the fp32 file to
-the codeword max-abs tolerance, the INT8 files to `--max-nmse-drop` (int8 I/O is quantized and
-dequantized with the file's own scale and zero point for the comparison).
+the codeword max-abs tolerance (integer codewords: the share of levels that differ), the INT8
+files to `--max-nmse-drop` (int8 I/O is quantized and dequantized with the file's own scale and
+zero point for the comparison). A multi-output handset graph keeps its output names and order.
 """
 
 from __future__ import annotations
@@ -13,17 +14,17 @@ from pathlib import Path
 
 from csideploy.errors import DataError
 from csideploy.export.latency import LatencyResult
-from csideploy.export.litert_runner import encode_csi, litert_latency
+from csideploy.export.litert_runner import encode_csi_outputs, litert_latency
 from csideploy.export.numerics import (
     GateResult,
     Numerics,
     check_nmse_drop,
-    check_parity,
     encoder_numerics,
 )
 from csideploy.export.onnx_export import TensorInfo
-from csideploy.export.recipe import ArtifactResult, ExportContext, register_format
+from csideploy.export.recipe import ArtifactResult, ExportContext, float_gate, register_format
 from csideploy.export.tflite import TensorSpec, TfliteArtifact, export_tflite
+from csideploy.models.ue_graph import flat_codeword
 
 TFLITE_FILES = {
     "fp32": "encoder.tflite",
@@ -62,15 +63,16 @@ def _export(context: ExportContext, precision: str) -> ArtifactResult:
         calibration=calibration,
         io=context.config.tflite_io,
         layout=context.config.layout,
+        output_names=context.split.output_names,
     )
-    codewords = encode_csi(artifact.path, context.reference.csi)
+    codewords = flat_codeword(encode_csi_outputs(artifact.path, context.reference.csi))
     numerics = encoder_numerics(context.reference, context.split.decoder, codewords)
     return _result(context, artifact, numerics, _gate(context, file, precision, numerics))
 
 
 def _gate(context: ExportContext, file: str, precision: str, numerics: Numerics) -> GateResult:
     if precision == "fp32":
-        return check_parity(numerics, context.onnx_tolerance, what=f"{file} (torch -> TFLite)")
+        return float_gate(context, numerics, what=f"{file} (torch -> TFLite)")
     return check_nmse_drop(
         numerics, context.config.max_nmse_drop, what=f"{file} (float -> TFLite {precision})"
     )
@@ -94,13 +96,14 @@ def _result(
         numerics=numerics,
         gates=(gate,),
         inputs=(_tensor(artifact.input),),
-        outputs=(_tensor(artifact.output),),
+        outputs=tuple(_tensor(spec) for spec in artifact.outputs),
         float_ops=artifact.float_ops if artifact.precision != "fp32" else None,
         details={
             "layout": artifact.layout,
             "io_dtype": artifact.io_dtype,
             "input": artifact.input.to_dict(),
             "output": artifact.output.to_dict(),
+            "outputs": [spec.to_dict() for spec in artifact.outputs],
             "ops": list(artifact.ops),
             "op_count": artifact.op_count,
             "weight_dtypes": list(artifact.weight_dtypes),

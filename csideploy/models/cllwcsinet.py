@@ -223,10 +223,12 @@ class CllwDecoder(nn.Module):
 def cllwcsinet(cr: int, *, train_snr_db: float | None = None) -> CsiAutoencoder:
     """CLLWCsiNet at CR 1/cr; `train_snr_db` adds codeword AWGN in training mode (paper: 40)."""
     c = latent_channels(cr)
-    return CsiAutoencoder(
+    model = CsiAutoencoder(
         CllwEncoder(c),
         CllwDecoder(c, train_snr_db),
         name="cllwcsinet",
         cr=cr,
         codeword_length=c * LATENT_WIDTH,
     )
+    model.build_options = {"train_snr_db": train_snr_db}
+    return model

@@ -135,6 +135,7 @@ def test_fp32_codeword_matches_torch(artifact, encoders, evaluation, model):
     assert result.input.shape == (1, 2, 32, 32)
     assert result.output.shape == (1, expected.shape[1])
     assert (result.input.name, result.output.name) == ("csi", "codeword")
+    assert result.outputs == (result.output,)
     assert result.weight_dtypes == ("float32",)
     assert result.float_ops == result.ops and "CONV_2D" in result.ops
 
@@ -149,6 +150,7 @@ def test_artifact_records_size_and_hash(artifact):
     summary = result.to_dict()
     assert summary["path"] == str(result.path)
     assert summary["input"]["shape"] == (1, 2, 32, 32)
+    assert summary["outputs"] == [summary["output"]] and summary["output"]["name"] == "codeword"
     assert inspect_tflite(result.path).ops == result.ops
     leftovers = [p.name for p in result.path.parent.iterdir() if p.name.startswith(".")]
     assert leftovers == []
@@ -162,6 +164,7 @@ def test_int8_has_integer_io_and_tracks_torch(artifact, encoders, evaluation, mo
     result = artifact(model, "int8")
     runner = LiteRTModel(result.path)
     assert runner.input_dtype == np.int8 and runner.output_dtype == np.int8
+    assert runner.output_names == ("codeword",)
     (scale, zero_point) = runner.input_details[0]["quantization"]
     assert (result.input.scale, result.input.zero_point) == (pytest.approx(scale), zero_point)
     assert result.input.dtype == result.output.dtype == result.io_dtype == "int8"
@@ -207,7 +210,7 @@ def test_int8_float_io_wraps_the_same_integer_graph(artifact, evaluation):
 
 
 def test_float_io_file_converts_back_to_integer_io(artifact, evaluation, tmp_path):
-    """The fallback for a converter that hands back float I/O: LiteRT's interface tool."""
+    """The fallback for a converter that hands back float I/O: the boundary moves to int8."""
     from csideploy.export.tflite import _import_litert, _set_interface
 
     integer_io = artifact("clnet64", "int8")
@@ -219,8 +222,9 @@ def test_float_io_file_converts_back_to_integer_io(artifact, evaluation, tmp_pat
     path.write_bytes(converted)
     info = inspect_tflite(path)
     assert (info.input.name, info.output.name) == ("csi", "codeword")
-    assert info.input == integer_io.input and info.output == integer_io.output
+    assert info.input == integer_io.input and info.outputs == integer_io.outputs
     assert "DEQUANTIZE" not in info.ops
+    assert info.op_count == integer_io.op_count
     np.testing.assert_array_equal(
         LiteRTModel(path).run(evaluation), LiteRTModel(integer_io.path).run(evaluation)
     )
