@@ -29,3 +29,17 @@ def reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:
 
 def echo_json(payload: Any) -> None:
     click.echo(json.dumps(payload, indent=2, sort_keys=False))
+
+
+_LATENT_HELP = "Latent: fc keeps --model; conv picks its conv-latent variant (clnet -> clnet-cl)."
+
+
+def latent_option(command: click.Command) -> click.Command:
+    """`--latent fc|conv`, shared by train, evaluate and export."""
+    return click.option(
+        "--latent",
+        type=click.Choice(["fc", "conv"]),
+        default="fc",
+        show_default=True,
+        help=_LATENT_HELP,
+    )(command)

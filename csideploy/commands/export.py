@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import click
 
-from csideploy.commands._common import echo_json, reports_errors
-from csideploy.commands.train import latent_option
+from csideploy.commands._common import echo_json, latent_option, reports_errors
 from csideploy.export import (
     CALIBRATION_METHODS,
     DEFAULT_CALIB_SAMPLES,

@@ -6,21 +6,9 @@ from pathlib import Path
 
 import click
 
-from csideploy.commands._common import echo_json, reports_errors
+from csideploy.commands._common import echo_json, latent_option, reports_errors
 
 _CONVENTIONS = ("linear", "batch_db", "sample_db")
-_LATENT_HELP = "Latent: fc keeps --model; conv picks its conv-latent variant (clnet -> clnet-cl)."
-
-
-def latent_option(command: click.Command) -> click.Command:
-    """`--latent fc|conv`, shared by train, evaluate and export."""
-    return click.option(
-        "--latent",
-        type=click.Choice(["fc", "conv"]),
-        default="fc",
-        show_default=True,
-        help=_LATENT_HELP,
-    )(command)
 
 
 @click.command("train")
