@@ -48,6 +48,7 @@ from typing import Any
 import numpy as np
 
 from csideploy.calibration.synthetic import _refuse_existing as synthetic_refuse_existing
+from csideploy.calibration.synthetic import _split_counts as synthetic_split_counts
 from csideploy.errors import DataError, ShapeError
 
 UL_VARIABLE = "HT_UL"
@@ -354,15 +355,7 @@ def progress_bar(total: int, enabled: bool, desc: str) -> Any:
 
 def split_counts(n: int, val_fraction: float, test_fraction: float) -> dict[str, int]:
     """Samples per split (train, val, test); each gets at least one, or a ValueError."""
-    n = _check_count("n", n, 3)
-    for name, frac in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-        if not 0.0 < frac < 1.0:
-            raise ValueError(f"{name} must lie in (0, 1), got {frac!r}")
-    n_val, n_test = round(n * val_fraction), round(n * test_fraction)
-    counts = {"train": n - n_val - n_test, "val": n_val, "test": n_test}
-    if min(counts.values()) < 1:
-        raise ValueError(f"n={n} with these fractions leaves an empty split: {counts}")
-    return counts
+    return synthetic_split_counts(_check_count("n", n, 3), val_fraction, test_fraction)
 
 
 refuse_existing = synthetic_refuse_existing
