@@ -527,6 +527,7 @@ def _train_paired(
         "learning_rate": "constant lr (scheduler, warm-up and lr_min do not apply)",
         "stage1_loss": list(stages.stage1_loss),
         "stage2_loss": list(stages.stage2_loss),
+        "magnitude_gain": stages.magnitude_gain,
         "val_side_information": "UL CSI (HT_UL)",
     }
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -149,11 +149,13 @@ def test_shipped_checkpoint_matches_its_model_card() -> None:
 
 def test_dualnet_mp_is_evaluated_with_the_uplink_of_a_paired_file(tmp_path):
     from csideploy.calibration.paired import load_paired, write_paired_dataset
+    from csideploy.models.dualnet_mp import fit_magnitude_gain
 
     torch.manual_seed(0)
     model = build("dualnet-mp", 16)
-    checkpoint = save_checkpoint(tmp_path / "dual.pt", model)
     files = write_paired_dataset(tmp_path / "paired", n=60, seed=0).files
+    fit_magnitude_gain(model, load_paired(files["train"])[0])  # as training does
+    checkpoint = save_checkpoint(tmp_path / "dual.pt", model)
     result = evaluate_checkpoint("dualnet-mp", checkpoint, files["test"])
     dl, ul = load_paired(files["test"])
     assert result.nmse_db == pytest.approx(evaluate(model, dl, side=ul).nmse_db, abs=1e-6)

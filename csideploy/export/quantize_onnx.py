@@ -15,7 +15,14 @@ Float CSI input (`float_input=True`, the default): the layers that read the raw 
 excluded from quantization, so the CSI is never rounded to 8 bits. COST2100-style CSI is
 sparse: almost every entry lies within a few thousandths of 0.5 and a few taps reach the ends
 of [0, 1], so a per-tensor 8-bit grid (step ~0.003) costs about -13.5 dB NMSE on synthetic
-indoor CSI by itself, more than a trained CR 1/4 model's own error.
+indoor CSI by itself, more than a trained CR 1/4 model's own error. For the same reason any
+computation on the CSI before the first learned layer stays float (DualNet-MP's magnitude,
+cosine and sign matrices: an 8-bit grid on `csi - 0.5` wipes out most magnitudes and turns
+the cosine `re / |H|` into noise).
+
+Codeword quantizers after the last learned layer (LSQ's divide-round-clip, SSQ's levelling)
+always stay float: they already output integer levels, and an 8-bit grid on their inputs only
+moves levels.
 
 Dynamic (`quantize_dynamic_onnx`): int8 weights of MatMul / Gemm only, activations quantized
 on the fly. Convolutions stay float on purpose: ONNX Runtime's ConvInteger is slower than its
@@ -223,7 +230,7 @@ def quantize_static_onnx(
     prepared = preprocess(float_path, workdir / "encoder.preprocessed.onnx")
     graph = onnx.load(str(prepared), load_external_data=False).graph
     input_name = graph.input[0].name
-    excluded = input_readers(graph) if float_input else []
+    excluded = float_nodes(graph, float_input=float_input)
     reader = _ArrayReader(input_name, calibration, batch_size)
     with _quiet():
         quantize_static(
@@ -263,6 +270,39 @@ def input_readers(graph: onnx.GraphProto) -> list[str]:
     """Names of the nodes that read the graph's (first) input directly."""
     name = graph.input[0].name
     return [node.name for node in graph.node if name in node.input]
+
+
+def float_nodes(graph: onnx.GraphProto, *, float_input: bool = True) -> list[str]:
+    """Names of the nodes static INT8 leaves in float, in graph order (see the module
+    docstring): with `float_input`, the input readers and the unlearned nodes before the first
+    learned layer; always, the compute nodes after the last learned layer. A learned layer is
+    a node with a weight (an initializer of rank >= 2); `graph.node` is topologically sorted.
+    """
+    nodes = list(graph.node)
+    weights = {t.name for t in graph.initializer if len(t.dims) >= 2}
+    learned = {i for i, n in enumerate(nodes) if weights.intersection(n.input)}
+    producer = {out: i for i, n in enumerate(nodes) for out in n.output}
+    after_learning: set[int] = set()
+    for i, node in enumerate(nodes):
+        sources = {producer[x] for x in node.input if x in producer}
+        if sources & (learned | after_learning):
+            after_learning.add(i)
+    feeds_learning: set[int] = set()
+    for i in sorted(after_learning | learned, reverse=True):
+        consumers = {j for j, n in enumerate(nodes) if set(nodes[i].output).intersection(n.input)}
+        if consumers & (learned | feeds_learning):
+            feeds_learning.add(i)
+    keep = set()
+    if float_input:
+        readers = set(input_readers(graph))
+        keep |= {i for i, n in enumerate(nodes) if n.name in readers}
+        keep |= {i for i in range(len(nodes)) if i not in after_learning and i not in learned}
+    keep |= {
+        i
+        for i in after_learning - feeds_learning - learned
+        if nodes[i].op_type not in _DATA_MOVEMENT_OPS
+    }
+    return [nodes[i].name for i in sorted(keep)]
 
 
 def quantize_dynamic_onnx(

@@ -458,6 +458,9 @@ def _csi_quantizer(base: type) -> type:
       observed, whatever an annotator asked for.
     - The levelling arithmetic in front of an integer cast (see `_leave_levelling_float`) is
       left unquantized, so that the cast rounds real values.
+    - Feature math on the input before the first learned layer (DualNet-MP's magnitude,
+      cosine and sign matrices; see `_leave_feature_math_float`) is left unquantized; the
+      first learned layer's input is quantized as usual.
     - A float model input that no annotated op observes (a graph that starts with slicing or
       elementwise feature math) gets an observer of its own, so that the file can take int8.
     """
@@ -472,6 +475,7 @@ def _csi_quantizer(base: type) -> type:
             model = super().annotate(model)
             config = self.global_config
             if config is not None and config.input_activation is not None:  # static
+                _leave_feature_math_float(model)
                 _share_padding_scales(model, config, QuantizationAnnotation)
                 _observe_bare_concatenations(model, config, QuantizationAnnotation)
                 _observe_model_inputs(model, config, QuantizationAnnotation)
@@ -643,6 +647,55 @@ def _leave_levelling_float(model: torch.fx.GraphModule) -> None:
             chain.add(node)
             activations = [a for a in node.args if _is_activation(a)]
             node = activations[0] if len(activations) == 1 else None
+
+
+_FEATURE_MATH_OPS = (
+    _ATEN.sqrt.default,
+    _ATEN.div.Tensor,
+    _ATEN.where.self,
+    _ATEN.sign.default,
+    _ATEN.atan2.default,
+    _ATEN.abs.default,
+)
+"""Non-linear elementwise ops that mark input feature math (a plain offset or scale does not)."""
+
+
+def _leave_feature_math_float(model: torch.fx.GraphModule) -> None:
+    """Drop the annotations of the ops that compute on the input before any learned layer,
+    when those include non-linear feature math (`_FEATURE_MATH_OPS`).
+
+    An int8 grid on `csi - 0.5` rounds most entries of sparse CSI to zero, and `re / |H|` of
+    rounded values is noise (DualNet-MP lost 1.3 dB NMSE that way). A learned layer is an op
+    with a weight (a get_attr tensor of rank >= 2). Encoders whose prefix is only an offset or
+    a layout change are left as they are.
+    """
+    learned, downstream = set(), set()
+    for node in model.graph.nodes:
+        if node.op != "call_function":
+            continue
+        if any(_is_weight(model, a) for a in node.args):
+            learned.add(node)
+        elif any(a in learned or a in downstream for a in node.all_input_nodes):
+            downstream.add(node)
+    prefix = [
+        n
+        for n in model.graph.nodes
+        if n.op == "call_function" and n not in learned and n not in downstream
+    ]
+    if not any(n.target in _FEATURE_MATH_OPS for n in prefix):
+        return
+    for node in prefix:
+        node.meta.pop("quantization_annotation", None)
+
+
+def _is_weight(model: torch.fx.GraphModule, arg: Any) -> bool:
+    """A parameter-like constant of rank >= 2 (a conv or linear weight)."""
+    if not isinstance(arg, torch.fx.Node) or arg.op != "get_attr":
+        return False
+    attribute: Any = model
+    for part in str(arg.target).split("."):
+        attribute = getattr(attribute, part, None)
+    return isinstance(attribute, torch.Tensor) and attribute.dim() >= 2
 
 
 def _is_assertion(node: Any) -> bool:

@@ -7,19 +7,31 @@ phase. Everything below that computes these or compresses them runs on the UE; t
 at the BS.
 
 UE (`encoder`, and the three-output `ue_encoder(model)`):
-  magnitude branch: m = sqrt(2) |H| in [0, 1] -> four 7x7 circular convolutions (1 -> 16 -> 8
-  -> 4 -> 1 channels, LeakyReLU 0.3 after each) -> FC (1024 -> 1024 / CR_MAG) -> tanh -> SSQ
-  (K_MAG bits); phase branch: Cos -> the same convolutions with tanh -> FC (1024 -> 1024 /
-  CR_PHA) -> tanh -> SSQ (K_PHA bits); sign bits: A at Rs * 1024 fixed positions (1 = sin >= 0).
+  magnitude branch: m = g sqrt(2) |H| (g: the magnitude gain, below) -> four 7x7 circular
+  convolutions (1 -> 16 -> 8 -> 4 -> 1 channels, LeakyReLU 0.3 after each) -> FC (1024 ->
+  1024 / CR_MAG) -> tanh -> SSQ (K_MAG bits); phase branch: Cos -> the same convolutions with
+  tanh -> FC (1024 -> 1024 / CR_PHA) -> tanh -> SSQ (K_PHA bits); sign bits: A at Rs * 1024
+  fixed positions (1 = sin >= 0).
 BS (`decoder(codeword, ul)`):
-  magnitude decoder: FC (-> 1024) -> (1, 32, 32) joined with the UL magnitude (side
-  information, computed from the UL CSI) -> four 7x7 circular convolutions (2 -> 16 -> 8 -> 4
-  -> 1, LeakyReLU, sigmoid last) -> m_hat; phase decoder: FC (-> 1024) -> (1, 32, 32) joined
+  magnitude decoder: FC (-> 1024) -> (1, 32, 32) joined with the UL magnitude g sqrt(2) |H_UL|
+  (side information, computed from the UL CSI) -> four 7x7 circular convolutions (2 -> 16 ->
+  8 -> 4 -> 1, LeakyReLU after each) -> m_hat; phase decoder: FC (-> 1024) -> (1, 32, 32) joined
   with the sign map (the fed-back signs at their positions, 0 elsewhere) -> four 7x7 circular
   convolutions (2 -> 16 -> 8 -> 4 -> 1, tanh after each) -> Cos_hat in [-1, 1];
   preliminary estimate [m_hat Cos_hat, m_hat Sin_hat] with Sin_hat = A (1 - Cos_hat^2)^(1/2)
   (eq. 14b); combining network: two residual blocks of two 5x5 circular convolutions
-  (2 -> 16 -> 2, LeakyReLU between); output = estimate / sqrt(2) + 0.5 in the project layout.
+  (2 -> 16 -> 2, LeakyReLU between); output = estimate / (g sqrt(2)) + 0.5 in the project
+  layout.
+
+Magnitude gain. Angular-delay CSI is sparse: on the built-in indoor data about 1% of the
+entries hold 90% of the energy and sqrt(2) |H| has mean 0.003 and RMS 0.013. Fed to the networks
+as is, such inputs barely move the encoder and the decoder learns to output zero (a sigmoid
+output layer saturates there and stage 1 never recovers). Both ends therefore scale the
+magnitudes by one constant g = 1 / RMS(sqrt(2) |H|) of the training DL CSI (`fit_magnitude_gain`,
+run by `train_dualnet_mp`; 1 until fitted), so every magnitude the networks see or produce has
+unit RMS, and the magnitude decoder ends in LeakyReLU, which neither saturates nor dies (a
+sigmoid and a ReLU both can). g is a buffer on both ends, saved with the weights and folded into
+the exported graphs as a constant multiply.
 
 Circular convolutions wrap both axes (angle and delay) by explicit slice-and-concatenate
 padding followed by an unpadded Conv2d, which exports to ONNX and TFLite as Slice / Concat /
@@ -175,28 +187,34 @@ class UeFeatures(NamedTuple):
     """What the UE derives from the DL CSI, each (N, 1, 32, 32)."""
 
     magnitude: torch.Tensor
-    """sqrt(2) |H| in [0, 1]."""
+    """gain * sqrt(2) |H| (sqrt(2) |H| lies in [0, 1])."""
     cos: torch.Tensor
     """cos(angle H); 1 where H = 0 (angle 0)."""
     sign: torch.Tensor
     """sign(sin(angle H)) as +1 (sin >= 0) or -1."""
 
 
-def csi_features(csi: torch.Tensor) -> UeFeatures:
-    """Magnitude, cosine and sign matrices of project-layout CSI (N, 2, 32, 32) in [0, 1]."""
+def csi_features(csi: torch.Tensor, gain: float | torch.Tensor = 1.0) -> UeFeatures:
+    """Magnitude (times `gain`), cosine and sign matrices of project-layout CSI (N, 2, 32, 32)
+    in [0, 1]."""
     re = csi[:, 0:1] - ZERO_OFFSET
     im = csi[:, 1:2] - ZERO_OFFSET
     mag = torch.sqrt(re * re + im * im)
     cos = torch.where(mag > 0, re / mag.clamp_min(1e-30), torch.ones_like(re))
     sign = torch.where(im >= 0, torch.ones_like(im), -torch.ones_like(im))
-    return UeFeatures(mag * MAGNITUDE_SCALE, cos, sign)
+    return UeFeatures(mag * (MAGNITUDE_SCALE * gain), cos, sign)
 
 
-def ul_magnitude(ul_csi: torch.Tensor) -> torch.Tensor:
-    """The BS's side information: sqrt(2) |H_UL|, (N, 1, 32, 32)."""
+def ul_magnitude(ul_csi: torch.Tensor, gain: float | torch.Tensor = 1.0) -> torch.Tensor:
+    """The BS's side information: gain * sqrt(2) |H_UL|, (N, 1, 32, 32)."""
     re = ul_csi[:, 0:1] - ZERO_OFFSET
     im = ul_csi[:, 1:2] - ZERO_OFFSET
-    return torch.sqrt(re * re + im * im) * MAGNITUDE_SCALE
+    return torch.sqrt(re * re + im * im) * (MAGNITUDE_SCALE * gain)
+
+
+def _gain_buffer() -> torch.Tensor:
+    """The magnitude gain g as a 0-d buffer; 1 until `fit_magnitude_gain` sets it."""
+    return torch.tensor(1.0)
 
 
 class BranchEncoder(nn.Module):
@@ -247,10 +265,15 @@ class DualNetMPEncoder(nn.Module):
             config.phase_length, config.phase_bits, config.kernel, nn.Tanh, config.steepness
         )
         self.register_buffer("sign_positions", default_sign_positions(config.sign_length))
+        self.register_buffer("magnitude_gain", _gain_buffer())
+
+    def ue_features(self, csi: torch.Tensor) -> UeFeatures:
+        """The branch inputs: magnitude times the magnitude gain, cosine, sign."""
+        return csi_features(csi, self.magnitude_gain)
 
     def parts(self, csi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(magnitude levels, phase levels, sign bits 0/1), all float."""
-        features = csi_features(csi)
+        features = self.ue_features(csi)
         signs = features.sign.flatten(1).index_select(1, self.sign_positions)
         bits = (signs > 0).to(csi.dtype)
         return self.magnitude(features.magnitude), self.phase(features.cos), bits
@@ -267,7 +290,7 @@ class UeThreeOutputEncoder(nn.Module):
         self.encoder = encoder
 
     def forward(self, csi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        features = csi_features(csi)
+        features = self.encoder.ue_features(csi)
         mag = self.encoder.magnitude
         pha = self.encoder.phase
         signs = features.sign.flatten(1).index_select(1, self.encoder.sign_positions)
@@ -282,7 +305,8 @@ class UeThreeOutputEncoder(nn.Module):
 
 
 class DecodedParts(NamedTuple):
-    """Intermediate BS estimates, in the normalised units of `csi_features`."""
+    """Intermediate BS estimates, in the units of `csi_features(x, gain)`: magnitudes (and the
+    complex estimates) are g sqrt(2) |H|."""
 
     magnitude: torch.Tensor
     cos: torch.Tensor
@@ -329,13 +353,14 @@ class DualNetMPDecoder(nn.Module):
         # SSQ dequantization is the fixed map level / 2**(K-1).
         self.magnitude_levels = 2 ** (config.magnitude_bits - 1)
         self.phase_levels = 2 ** (config.phase_bits - 1)
-        self.magnitude = BranchDecoder(config.magnitude_length, config.kernel, leaky, nn.Sigmoid())
+        self.magnitude = BranchDecoder(config.magnitude_length, config.kernel, leaky, leaky())
         self.phase = BranchDecoder(config.phase_length, config.kernel, nn.Tanh, nn.Tanh())
         self.combine = nn.Sequential(
             ResidualBlock(config.combine_width, config.combine_kernel),
             ResidualBlock(config.combine_width, config.combine_kernel),
         )
         self.register_buffer("sign_positions", default_sign_positions(config.sign_length))
+        self.register_buffer("magnitude_gain", _gain_buffer())
 
     def sign_map(self, bits: torch.Tensor) -> torch.Tensor:
         """(N, 1, 32, 32): +1 / -1 at the fed-back positions, 0 elsewhere."""
@@ -355,7 +380,7 @@ class DualNetMPDecoder(nn.Module):
             side = codeword.new_zeros(n, 1, GRID, GRID)
         else:
             check_input(ul_csi, InputSpec(), "ul_csi")
-            side = ul_magnitude(ul_csi)
+            side = ul_magnitude(ul_csi, self.magnitude_gain)
         magnitude = self.magnitude(mag_code / self.magnitude_levels, side)
         sign_map = self.sign_map(bits)
         cos = self.phase(pha_code / self.phase_levels, sign_map)
@@ -365,7 +390,8 @@ class DualNetMPDecoder(nn.Module):
         return DecodedParts(magnitude, cos, sin, sign_map, preliminary, combined)
 
     def forward(self, codeword: torch.Tensor, ul_csi: torch.Tensor | None = None) -> torch.Tensor:
-        return self.parts(codeword, ul_csi).combined / MAGNITUDE_SCALE + ZERO_OFFSET
+        combined = self.parts(codeword, ul_csi).combined
+        return combined / (MAGNITUDE_SCALE * self.magnitude_gain) + ZERO_OFFSET
 
 
 class DualNetMP(CsiAutoencoder):
@@ -403,6 +429,13 @@ class DualNetMP(CsiAutoencoder):
             raise ValueError(f"sign positions must be distinct indices in [0, {ENTRIES})")
         self.encoder.sign_positions.copy_(positions)
         self.decoder.sign_positions.copy_(positions)
+
+    def set_magnitude_gain(self, gain: float) -> None:
+        """Use the magnitude gain g on both ends (see the module docstring)."""
+        if not (math.isfinite(gain) and gain > 0):
+            raise ValueError(f"magnitude gain must be finite and positive, got {gain}")
+        self.encoder.magnitude_gain.fill_(gain)
+        self.decoder.magnitude_gain.fill_(gain)
 
 
 # --------------------------------------------------------------------------- public helpers
@@ -489,6 +522,7 @@ def ue_graph(model: nn.Module) -> UeGraph:
         notes={
             "feedback_bits": bits.as_dict(),
             "sign_positions": [int(i) for i in encoder.sign_positions.tolist()],
+            "magnitude_gain": float(encoder.magnitude_gain),
         },
     )
 
@@ -531,6 +565,21 @@ def fit_sign_positions(model: nn.Module, dl: torch.Tensor | np.ndarray) -> torch
     return m.encoder.sign_positions.clone()
 
 
+def fit_magnitude_gain(model: nn.Module, dl: torch.Tensor | np.ndarray) -> float:
+    """Set g = 1 / RMS(sqrt(2) |H|) over `dl` on both ends, so the magnitudes the networks see
+    have unit RMS; returns g. All-zero CSI (every entry 0.5) has no scale and is an error."""
+    m = _as_model(model)
+    x = torch.as_tensor(np.asarray(dl, dtype=np.float32))
+    check_input(x, InputSpec(), "dl")
+    rms = float(csi_features(x).magnitude.double().pow(2).mean().sqrt())
+    if not rms > 0:
+        raise ValueError(
+            "dl: every CSI entry is zero (0.5 in the [0, 1] layout); no magnitude scale"
+        )
+    m.set_magnitude_gain(1.0 / rms)
+    return float(m.encoder.magnitude_gain)
+
+
 # --------------------------------------------------------------------------- training
 
 
@@ -550,13 +599,14 @@ def smape_loss(
 
 @dataclass(frozen=True)
 class DualNetMPTrainResult:
-    """Per-epoch mean training losses of both stages."""
+    """Per-epoch mean training losses of both stages, in units of g sqrt(2) |H|."""
 
     stage1_loss: tuple[float, ...]
-    """Eq. 5: MSE of the normalised magnitude."""
+    """Eq. 5: MSE of the magnitude."""
     stage2_loss: tuple[float, ...]
     """Eq. 13 SMAPE of the preliminary estimate + MSE of the combined estimate."""
     sign_positions: tuple[int, ...]
+    magnitude_gain: float
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -633,23 +683,26 @@ def train_dualnet_mp(
     batch_size: int = 200,
     lr: float = 1e-3,
     seed: int = 0,
-    fit_positions: bool = True,
+    fit_to_data: bool = True,
     on_epoch: EpochCallback | None = None,
 ) -> DualNetMPTrainResult:
     """The paper's two-stage training, in place, on paired DL / UL CSI (N, 2, 32, 32).
 
+    With `fit_to_data` the sign positions and the magnitude gain are first fitted to `dl`
+    (`fit_sign_positions`, `fit_magnitude_gain`); otherwise the model's own are kept.
     Stage 1 trains the magnitude branch on eq. 5 (MSE of the magnitude). Stage 2 freezes it
     and trains the phase encoder, phase decoder and combining network on eq. 13 (SMAPE of the
-    preliminary estimate) plus the MSE of the combined estimate (eq. 8), both in the
-    normalised units of `csi_features`. Adam, constant learning rate (the public code's 1e-3).
+    preliminary estimate) plus the MSE of the combined estimate (eq. 8), both in the units of
+    `csi_features(x, g)`. Adam, constant learning rate (the public code's 1e-3).
     The data follow the model onto its device. `on_epoch(stage, epoch, mean_loss)` runs after
     every epoch (validation, progress); the modules' train / eval modes are restored after it.
     The model is left in eval mode.
     """
     m = _as_model(model)
     dl_t, ul_t = _paired_tensors(dl, ul)
-    if fit_positions:
+    if fit_to_data:
         fit_sign_positions(m, dl_t)
+        fit_magnitude_gain(m, dl_t)
     device = next(m.parameters()).device
     dl_t, ul_t = dl_t.to(device), ul_t.to(device)
     generator = torch.Generator().manual_seed(seed)
@@ -662,9 +715,11 @@ def train_dualnet_mp(
     mag_ids = {id(p) for p in mag_params}
     other_params = [p for p in m.parameters() if id(p) not in mag_ids]
 
+    gain = m.decoder.magnitude_gain
+
     def stage1_loss(index: torch.Tensor) -> torch.Tensor:
-        x, side = dl_t[index], ul_magnitude(ul_t[index])
-        target = csi_features(x).magnitude
+        x, side = dl_t[index], ul_magnitude(ul_t[index], gain)
+        target = csi_features(x, gain).magnitude
         code = m.encoder.magnitude(target)
         estimate = m.decoder.magnitude(code / m.decoder.magnitude_levels, side)
         return F.mse_loss(estimate, target)
@@ -682,7 +737,7 @@ def train_dualnet_mp(
 
     def stage2_loss(index: torch.Tensor) -> torch.Tensor:
         x = dl_t[index]
-        truth = csi_features(x)
+        truth = csi_features(x, gain)
         sin = truth.sign * torch.sqrt(torch.clamp(1.0 - truth.cos * truth.cos, min=0.0))
         parts = m.decoder.parts(m.encoder(x), ul_t[index])
         smape = smape_loss(truth.magnitude, truth.cos, sin, parts.magnitude, parts.cos, parts.sin)
@@ -711,6 +766,7 @@ def train_dualnet_mp(
         stage1_loss=tuple(stage1),
         stage2_loss=tuple(stage2),
         sign_positions=tuple(int(i) for i in m.encoder.sign_positions),
+        magnitude_gain=float(gain),
     )
 
 

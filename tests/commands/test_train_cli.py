@@ -355,6 +355,8 @@ def test_dualnet_mp_two_stage_on_paired_data(paired: Path, tmp_path: Path) -> No
     loaded = load_model("dualnet-mp", checkpoint=out)
     assert loaded.cr == 8 and loaded.metadata["recipe"]["epochs_per_stage"] == 2
     assert loaded.metadata["data"]["val_samples"] == 16
+    gain = loaded.metadata["recipe"]["magnitude_gain"]
+    assert gain > 1.0 and float(loaded.model.decoder.magnitude_gain) == pytest.approx(gain)
     dl, ul = load_paired(paired / "DATA_Hvalin.mat")
     with torch.no_grad():
         recon = loaded.model(torch.from_numpy(dl), torch.from_numpy(ul)).numpy()

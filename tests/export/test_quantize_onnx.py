@@ -12,6 +12,7 @@ from onnx import numpy_helper
 from csideploy.errors import DataError
 from csideploy.export.onnx_export import OnnxRunner, export_onnx
 from csideploy.export.quantize_onnx import (
+    float_nodes,
     float_ops,
     layer_sqnr,
     quantize_dynamic_onnx,
@@ -68,6 +69,59 @@ def test_layers_reading_the_raw_csi_stay_float_by_default(static):
     convs = {n.name: n for n in model.graph.node if n.op_type == "Conv"}
     assert set(readers) <= set(convs)
     assert all(not convs[name].input[1].endswith("_DequantizeLinear_Output") for name in readers)
+
+
+def _feature_codeword_graph() -> onnx.GraphProto:
+    """csi -> Sub -> Sqrt -> Conv -> Relu -> Flatten -> Gemm -> Tanh -> Mul -> Ceil -> Clip ->
+    Cast: feature math, two learned layers, then a levelling codeword quantizer."""
+    from onnx import TensorProto, helper
+
+    rng = np.random.default_rng(0)
+    inits = [
+        numpy_helper.from_array(np.float32(0.5), "half"),
+        numpy_helper.from_array(rng.normal(size=(4, 2, 3, 3)).astype(np.float32), "conv_w"),
+        numpy_helper.from_array(rng.normal(size=(8, 4 * 30 * 30)).astype(np.float32), "fc_w"),
+        numpy_helper.from_array(np.float32(127.0), "levels"),
+        numpy_helper.from_array(np.float32(-128.0), "lo"),
+        numpy_helper.from_array(np.float32(127.0), "hi"),
+    ]
+    chain = [
+        ("Sub", ["csi", "half"], "centred", {}),
+        ("Sqrt", ["centred"], "root", {}),
+        ("Conv", ["root", "conv_w"], "conv", {}),
+        ("Relu", ["conv"], "relu", {}),
+        ("Flatten", ["relu"], "flat", {}),
+        ("Gemm", ["flat", "fc_w"], "fc", {"transB": 1}),
+        ("Tanh", ["fc"], "tanh", {}),
+        ("Mul", ["tanh", "levels"], "scaled", {}),
+        ("Ceil", ["scaled"], "ceil", {}),
+        ("Clip", ["ceil", "lo", "hi"], "clipped", {}),
+        ("Cast", ["clipped"], "codeword", {"to": TensorProto.INT8}),
+    ]
+    nodes = [
+        helper.make_node(op, inputs, [out], name=op, **attrs) for op, inputs, out, attrs in chain
+    ]
+    return helper.make_graph(
+        nodes,
+        "features",
+        [helper.make_tensor_value_info("csi", TensorProto.FLOAT, [1, 2, 32, 32])],
+        [helper.make_tensor_value_info("codeword", TensorProto.INT8, [1, 8])],
+        inits,
+    )
+
+
+def test_feature_math_and_codeword_levelling_stay_float():
+    graph = _feature_codeword_graph()
+    # Learned layers (Conv, Gemm) and what lies between them are quantized; the Cast and the
+    # Flatten only move data.
+    assert float_nodes(graph) == ["Sub", "Sqrt", "Tanh", "Mul", "Ceil", "Clip"]
+    assert float_nodes(graph, float_input=False) == ["Tanh", "Mul", "Ceil", "Clip"]
+
+
+def test_layers_reading_the_csi_directly_are_the_clnet_float_nodes(float_encoder):
+    graph = onnx.load(str(float_encoder)).graph
+    assert float_nodes(graph) == ["encoder.encoder1.conv3x3_bn/Conv", "encoder.encoder2/Conv"]
+    assert float_nodes(graph, float_input=False) == []
 
 
 def test_quantized_input_records_its_scale(float_encoder, calibration, tmp_path):

@@ -174,6 +174,8 @@ def test_dualnet_full_integer_keeps_integer_outputs(artifact, graphs, evaluation
     assert not WEIGHT_OPS & set(result.float_ops)
     # The levelling (scale, round, clamp) stays float in front of the casts.
     assert {"CAST", "CEIL", "MINIMUM", "MAXIMUM"} <= set(result.float_ops)
+    # So does the feature math on the input (|H|, cos = re / |H|) before the first conv.
+    assert {"SQRT", "DIV"} <= set(result.float_ops)
 
     runner = LiteRTModel(result.path)
     assert [d["quantization"] for d in runner.output_details] == [(0.0, 0)] * 3

@@ -22,11 +22,14 @@ from csideploy.models.dualnet_mp import (
     circular_pad,
     csi_features,
     feedback_bits,
+    fit_magnitude_gain,
     fit_sign_positions,
     param_breakdown,
     smape_loss,
     train_dualnet_mp,
     ue_encoder,
+    ue_graph,
+    ul_magnitude,
 )
 from csideploy.models.stats import count_params, figures
 
@@ -46,7 +49,7 @@ class UeWithFeatures(torch.nn.Module):
 
     def forward(self, csi: torch.Tensor) -> tuple[torch.Tensor, ...]:
         enc = self.ue.encoder
-        features = csi_features(csi)
+        features = enc.ue_features(csi)
         floats = (enc.magnitude.squashed(features.magnitude), enc.phase.squashed(features.cos))
         return (*floats, *self.ue(csi))
 
@@ -165,6 +168,58 @@ def test_sign_positions_fit_and_validate(pairs: tuple[torch.Tensor, torch.Tensor
         model.set_sign_positions(torch.zeros(128, dtype=torch.long))
 
 
+def test_magnitude_gain_is_fitted_and_shared_by_both_ends(
+    pairs: tuple[torch.Tensor, torch.Tensor], tmp_path: Path
+) -> None:
+    from csideploy.models.checkpoint import load_model, save_checkpoint
+
+    dl, ul = pairs
+    model = build("dualnet-mp", 8)
+    assert float(model.encoder.magnitude_gain) == float(model.decoder.magnitude_gain) == 1.0
+    gain = fit_magnitude_gain(model, dl)
+    magnitude = csi_features(dl).magnitude
+    assert gain == pytest.approx(1.0 / float(magnitude.pow(2).mean().sqrt()), rel=1e-5)
+    assert 20.0 < gain < 500.0  # sparse CSI: RMS of sqrt(2)|H| far below its [0, 1] range
+    assert float(model.decoder.magnitude_gain) == gain
+    seen = model.encoder.ue_features(dl).magnitude
+    assert float(seen.pow(2).mean().sqrt()) == pytest.approx(1.0, rel=1e-4)
+    assert torch.allclose(ul_magnitude(ul, gain), ul_magnitude(ul) * gain)
+    assert ue_graph(model).notes["magnitude_gain"] == pytest.approx(gain)
+    path = tmp_path / "dual.pt"
+    save_checkpoint(path, model)
+    reloaded = load_model("dualnet-mp", checkpoint=path).model
+    assert float(reloaded.encoder.magnitude_gain) == pytest.approx(gain)
+    with torch.no_grad():
+        assert torch.equal(reloaded(dl[:4], ul[:4]), model.eval()(dl[:4], ul[:4]))
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="finite and positive"):
+            model.set_magnitude_gain(bad)
+    with pytest.raises(ValueError, match="every CSI entry is zero"):
+        fit_magnitude_gain(model, torch.full((2, 2, 32, 32), 0.5))
+
+
+def test_stage_one_learns_the_sparse_magnitude() -> None:
+    """Stage 1 beats the best constant magnitude on held-out built-in data (it once collapsed
+    to an all-zero output there)."""
+    dl, ul = (torch.from_numpy(a) for a in generate_paired(300, scenario="indoor", seed=5))
+    torch.manual_seed(0)
+    model = build("dualnet-mp", 8)
+    train_dualnet_mp(model, dl[:200], ul[:200], 4, 0, batch_size=50)
+    gain = model.decoder.magnitude_gain
+    truth = csi_features(dl[200:], gain).magnitude
+    with torch.no_grad():
+        code = model.encoder.magnitude(truth)
+        estimate = model.decoder.magnitude(
+            code / model.decoder.magnitude_levels, ul_magnitude(ul[200:], gain)
+        )
+
+    def db(error: torch.Tensor) -> float:
+        return float(10 * torch.log10(error.pow(2).sum() / truth.pow(2).sum()))
+
+    best_constant = db(truth - truth.mean())
+    assert db(estimate - truth) < best_constant - 1.5
+
+
 def test_smape_equals_the_mse_of_the_complex_estimate() -> None:
     torch.manual_seed(0)
     m, m_hat = torch.rand(2, 1, 4, 4), torch.rand(2, 1, 4, 4)
@@ -190,7 +245,7 @@ def test_two_stage_training_losses_fall(pairs: tuple[torch.Tensor, torch.Tensor]
     # Stage 2 must not move the magnitude branch: re-run only stage 2 and compare.
     mag_after_1 = [p.detach().clone() for p in model.decoder.magnitude.parameters()]
     assert any(not torch.equal(a, b) for a, b in zip(mag_before, mag_after_1, strict=True))
-    train_dualnet_mp(model, dl[:8], ul[:8], 0, 1, batch_size=8, fit_positions=False)
+    train_dualnet_mp(model, dl[:8], ul[:8], 0, 1, batch_size=8, fit_to_data=False)
     assert all(
         torch.equal(a, b)
         for a, b in zip(mag_after_1, model.decoder.magnitude.parameters(), strict=True)
@@ -233,7 +288,9 @@ def test_onnx_parity_of_the_ue_graph(
 ) -> None:
     dl, _ = pairs
     torch.manual_seed(1)
-    module = UeWithFeatures(build("dualnet-mp", 8)).eval()
+    model = build("dualnet-mp", 8)
+    model.set_magnitude_gain(75.0)  # the fitted gain of the built-in data is about 76
+    module = UeWithFeatures(model).eval()
     got = _onnx_run(module, dl[:8], tmp_path / "dualnet_ue.onnx")
     with torch.no_grad():
         ref = module(dl[:8])
@@ -250,7 +307,9 @@ def test_tflite_parity_of_the_ue_graph(pairs: tuple[torch.Tensor, torch.Tensor])
 
     dl, _ = pairs
     torch.manual_seed(2)
-    module = UeWithFeatures(build("dualnet-mp", 16)).eval()
+    model = build("dualnet-mp", 16)
+    model.set_magnitude_gain(75.0)
+    module = UeWithFeatures(model).eval()
     x = dl[:1]
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
