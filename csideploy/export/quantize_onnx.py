@@ -282,16 +282,15 @@ def float_nodes(graph: onnx.GraphProto, *, float_input: bool = True) -> list[str
     weights = {t.name for t in graph.initializer if len(t.dims) >= 2}
     learned = {i for i, n in enumerate(nodes) if weights.intersection(n.input)}
     producer = {out: i for i, n in enumerate(nodes) for out in n.output}
+    sources = [{producer[x] for x in n.input if x in producer} for n in nodes]
     after_learning: set[int] = set()
-    for i, node in enumerate(nodes):
-        sources = {producer[x] for x in node.input if x in producer}
-        if sources & (learned | after_learning):
+    for i in range(len(nodes)):
+        if sources[i] & (learned | after_learning):
             after_learning.add(i)
     feeds_learning: set[int] = set()
-    for i in sorted(after_learning | learned, reverse=True):
-        consumers = {j for j, n in enumerate(nodes) if set(nodes[i].output).intersection(n.input)}
-        if consumers & (learned | feeds_learning):
-            feeds_learning.add(i)
+    for i in reversed(range(len(nodes))):
+        if i in learned or i in feeds_learning:
+            feeds_learning |= sources[i]
     keep = set()
     if float_input:
         readers = set(input_readers(graph))

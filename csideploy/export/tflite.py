@@ -510,13 +510,18 @@ def _node_dtype(model: torch.fx.GraphModule, node: Any) -> torch.dtype | None:
     value = node.meta.get("val")
     if isinstance(value, torch.Tensor):
         return value.dtype
-    if node.op == "get_attr":
-        attribute: Any = model
-        for part in str(node.target).split("."):
-            attribute = getattr(attribute, part, None)
-        if isinstance(attribute, torch.Tensor):
-            return attribute.dtype
-    return None
+    attribute = _attribute(model, node)
+    return attribute.dtype if attribute is not None else None
+
+
+def _attribute(model: torch.fx.GraphModule, node: Any) -> torch.Tensor | None:
+    """The tensor a `get_attr` node reads (a parameter or buffer), else None."""
+    if not isinstance(node, torch.fx.Node) or node.op != "get_attr":
+        return None
+    attribute: Any = model
+    for part in str(node.target).split("."):
+        attribute = getattr(attribute, part, None)
+    return attribute if isinstance(attribute, torch.Tensor) else None
 
 
 def _is_float_node(model: torch.fx.GraphModule, node: Any) -> bool:
@@ -673,7 +678,7 @@ def _leave_feature_math_float(model: torch.fx.GraphModule) -> None:
     for node in model.graph.nodes:
         if node.op != "call_function":
             continue
-        if any(_is_weight(model, a) for a in node.args):
+        if any(_is_weight(model, a) for a in node.all_input_nodes):
             learned.add(node)
         elif any(a in learned or a in downstream for a in node.all_input_nodes):
             downstream.add(node)
@@ -688,14 +693,10 @@ def _leave_feature_math_float(model: torch.fx.GraphModule) -> None:
         node.meta.pop("quantization_annotation", None)
 
 
-def _is_weight(model: torch.fx.GraphModule, arg: Any) -> bool:
+def _is_weight(model: torch.fx.GraphModule, node: Any) -> bool:
     """A parameter-like constant of rank >= 2 (a conv or linear weight)."""
-    if not isinstance(arg, torch.fx.Node) or arg.op != "get_attr":
-        return False
-    attribute: Any = model
-    for part in str(arg.target).split("."):
-        attribute = getattr(attribute, part, None)
-    return isinstance(attribute, torch.Tensor) and attribute.dim() >= 2
+    attribute = _attribute(model, node)
+    return attribute is not None and attribute.dim() >= 2
 
 
 def _is_assertion(node: Any) -> bool:
