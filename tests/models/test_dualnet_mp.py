@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from model_test_helpers import onnx_run
 from torch.nn import functional as F
 
 from csideploy.calibration.paired import generate_paired
@@ -254,23 +255,6 @@ def test_two_stage_training_losses_fall(pairs: tuple[torch.Tensor, torch.Tensor]
         train_dualnet_mp(model, dl, ul[:5], 1, 1)
 
 
-def _onnx_run(module: torch.nn.Module, x: torch.Tensor, path: Path) -> list[np.ndarray]:
-    import onnxruntime as ort
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        program = torch.onnx.export(
-            module,
-            (x,),
-            dynamo=True,
-            external_data=False,
-            dynamic_shapes=({0: torch.export.Dim("batch")},),
-        )
-    program.save(str(path))
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return session.run(None, {session.get_inputs()[0].name: x.numpy()})
-
-
 def _check_outputs(got: list[np.ndarray], ref: tuple[torch.Tensor, ...]) -> None:
     assert len(got) == len(ref) == 5
     for g, r in zip(got[:2], ref[:2], strict=True):
@@ -291,7 +275,7 @@ def test_onnx_parity_of_the_ue_graph(
     model = build("dualnet-mp", 8)
     model.set_magnitude_gain(75.0)  # the fitted gain of the built-in data is about 76
     module = UeWithFeatures(model).eval()
-    got = _onnx_run(module, dl[:8], tmp_path / "dualnet_ue.onnx")
+    got = onnx_run(module, dl[:8], tmp_path / "dualnet_ue.onnx")
     with torch.no_grad():
         ref = module(dl[:8])
     _check_outputs(got, ref)

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from model_test_helpers import onnx_run
 
 from csideploy.calibration.synthetic import generate
 from csideploy.models import build, get_entry
@@ -149,35 +150,18 @@ def test_bad_options_are_clear_errors() -> None:
         ue_encoder(build("crnet", 4))
 
 
-def _onnx_run(module: torch.nn.Module, x: torch.Tensor, path: Path) -> list[np.ndarray]:
-    import onnxruntime as ort
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        program = torch.onnx.export(
-            module,
-            (x,),
-            dynamo=True,
-            external_data=False,
-            dynamic_shapes=({0: torch.export.Dim("batch")},),
-        )
-    program.save(str(path))
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return session.run(None, {session.get_inputs()[0].name: x.numpy()})
-
-
 def test_onnx_parity_float_and_integer_ue_graphs(csi: torch.Tensor, tmp_path: Path) -> None:
     torch.manual_seed(2)
     x = csi[:16]
     float_model = build("lora", 4)
-    (out,) = _onnx_run(ue_encoder(float_model), x, tmp_path / "lora_fp32.onnx")
+    (out,) = onnx_run(ue_encoder(float_model), x, tmp_path / "lora_fp32.onnx")
     with torch.no_grad():
         ref = float_model.encoder(x).numpy()
     assert np.abs(out - ref).max() <= 1e-4
 
     model = build("lora", 4, quantizer="lszq", bits=8, hidden=32)
     _train(model, csi, 2)
-    (ints,) = _onnx_run(ue_encoder(model), x, tmp_path / "lora_lszq.onnx")
+    (ints,) = onnx_run(ue_encoder(model), x, tmp_path / "lora_lszq.onnx")
     with torch.no_grad():
         ref_int = ue_encoder(model)(x).numpy()
     assert ints.dtype == np.uint8 and ints.shape == ref_int.shape
