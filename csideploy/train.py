@@ -313,20 +313,7 @@ def _fit(
         if state_path is not None:
             _save_state(Path(state_path), model, optimizer, generator, run, config)
 
-    assert run.best_state is not None  # every completed epoch records one
-    model.load_state_dict(run.best_state)
-    model.to(home).eval()
-    return TrainResult(
-        model=model,
-        epochs_run=run.epoch,
-        seconds=run.seconds,
-        loss_history=tuple(run.losses),
-        val_nmse_history=tuple(run.val_nmse),
-        final_val_nmse_db=run.val_nmse[-1],
-        best_val_nmse_db=run.best_val_nmse_db,
-        best_epoch=run.best_epoch,
-        resumed_from_epoch=start_epoch,
-    )
+    return run.best_result(model, home, resumed_from_epoch=start_epoch)
 
 
 def finetune(
@@ -578,18 +565,9 @@ def _run_two_stages(
         if bar is not None:
             bar.close()
     run.seconds = time.perf_counter() - started
-    assert run.best_state is not None  # every stage-2 epoch records one
-    model.load_state_dict(run.best_state)
-    model.to(home).eval()
-    result = TrainResult(
-        model=model,
-        epochs_run=run.epoch,
-        seconds=run.seconds,
-        loss_history=tuple(run.losses),
-        val_nmse_history=tuple(run.val_nmse),
-        final_val_nmse_db=run.val_nmse[-1],
-        best_val_nmse_db=run.best_val_nmse_db,
-        best_epoch=run.best_epoch,
+    result = run.best_result(
+        model,
+        home,
         stage_losses={"stage1": stages.stage1_loss, "stage2": stages.stage2_loss},
     )
     return result, stages
@@ -632,6 +610,24 @@ class _RunState:
             self.best_val_nmse_db = val_db
             self.best_epoch = epoch
             self.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    def best_result(self, model: nn.Module, device: torch.device, **extra: Any) -> TrainResult:
+        """Load the best recorded weights into `model`, move it to `device` in eval mode, and
+        report the run; `extra` fills TrainResult's optional fields."""
+        assert self.best_state is not None  # every recorded epoch keeps one
+        model.load_state_dict(self.best_state)
+        model.to(device).eval()
+        return TrainResult(
+            model=model,
+            epochs_run=self.epoch,
+            seconds=self.seconds,
+            loss_history=tuple(self.losses),
+            val_nmse_history=tuple(self.val_nmse),
+            final_val_nmse_db=self.val_nmse[-1],
+            best_val_nmse_db=self.best_val_nmse_db,
+            best_epoch=self.best_epoch,
+            **extra,
+        )
 
 
 @contextlib.contextmanager
