@@ -13,7 +13,7 @@ from csideploy.cli import main
 from csideploy.models import build, save_checkpoint
 from csideploy.models.inference import run_model
 
-OFFICIAL = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "official"
+OFFICIAL = Path(__file__).resolve().parents[1] / "fixtures" / "official"
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +80,7 @@ def test_full_encoder_and_decoder_parts_agree_with_the_model(
 def test_real_clnet_split_files_through_the_cli(csi, tmp_path: Path) -> None:
     folder = OFFICIAL / "clnet_cr64"
     if not folder.is_dir():
-        pytest.fail(f"shared fixtures missing: expected {folder} (../shared beside the repo)")
+        pytest.fail(f"test fixtures missing: expected {folder}")
     _, x_path = csi
     result = invoke("--model", "clnet", "--checkpoint", folder / "32encoder.pth.tar",
                     "--decoder-checkpoint", folder / "32decoder.pth.tar",

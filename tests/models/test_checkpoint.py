@@ -29,16 +29,16 @@ from csideploy.models.checkpoint import (
 )
 from csideploy.models.safe_pickle import PickledObject, classify
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
-CLNET_CR64 = SHARED / "fixtures" / "official" / "clnet_cr64"
-REFERENCE = SHARED / "reference"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+CLNET_CR64 = FIXTURES / "official" / "clnet_cr64"
+REFERENCE = FIXTURES / "reference"
 
 
 @pytest.fixture(scope="module")
 def official() -> Path:
-    """The authors' CLNet CR 1/64 files; CI checks out ../shared beside the repository."""
+    """The CLNet authors' CR 1/64 files (an outdoor model), kept under tests/fixtures."""
     if not (CLNET_CR64 / "32encoder.pth.tar").is_file():
-        pytest.fail(f"shared fixtures missing: expected {CLNET_CR64} (../shared beside the repo)")
+        pytest.fail(f"test fixtures missing: expected {CLNET_CR64}")
     return CLNET_CR64
 
 
@@ -94,7 +94,7 @@ def read_key_list(path: Path) -> dict[str, tuple[str, str]]:
 def test_models_have_exactly_the_official_keys_and_shapes(name: str) -> None:
     reference = REFERENCE / f"{name}_cr4_state_dict_keys.tsv"
     if not reference.is_file():
-        pytest.fail(f"shared reference missing: {reference}")
+        pytest.fail(f"test fixture missing: {reference}")
     model = build(name, 4)
     state = flat_state(name, model) if get_entry(name).flat_prefixes else model.state_dict()
     ours = {k: (str(tuple(v.shape)), str(v.dtype)) for k, v in state.items()}
