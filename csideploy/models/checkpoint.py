@@ -11,7 +11,8 @@
   (CRNet's `encoder1.*`, `decoder_fc.*`, ... split by the registry's `flat_prefixes`);
 - a whole `nn.Module` pickled with `torch.save(model)`: its weights are read from the pickle
   without importing its classes;
-- with or without DataParallel's `module.` prefix, with FLOP-counter (thop) keys dropped.
+- with or without DataParallel's `module.` prefix, with FLOP-counter (thop) keys dropped;
+- the original CsiNet Keras weights (`.h5`), read with h5py alone (`keras_h5`).
 
 Loading is strict: any missing, unexpected or mis-shaped key is an error that names it.
 The model name comes from the file, the caller, or an exact match of the keys against the zoo;
@@ -41,6 +42,7 @@ from csideploy.models.checkpoint_layout import (
     strict_model,
     to_project_layout,
 )
+from csideploy.models.keras_h5 import is_hdf5, read_csinet_h5
 from csideploy.models.registry import CsiAutoencoder, check_cr, get_entry
 from csideploy.models.safe_pickle import plain, safe_load
 
@@ -59,7 +61,7 @@ class LoadedCheckpoint:
     name: str
     cr: int
     source_format: str
-    """'csideploy', 'trainer-dict', 'clnet-split', 'state-dict' or 'pickled-module'."""
+    """'csideploy', 'trainer-dict', 'clnet-split', 'state-dict', 'pickled-module' or 'keras-h5'."""
     sha256: str
     """Of the file; for an encoder / decoder pair, of the two files' bytes concatenated."""
     metadata: dict[str, Any] = field(default_factory=dict)
@@ -103,6 +105,8 @@ def load_checkpoint(
     if model is not None:
         get_entry(model)
     source = read_file(path)
+    if is_hdf5(source.data):
+        return _load_keras_h5(source, model=model, cr=cr, decoder_path=decoder_path)
     payload = safe_load(source.data, label=source.label)
     if isinstance(payload, Mapping) and payload.get("format") == FORMAT:
         if decoder_path is not None:
@@ -268,6 +272,30 @@ def _load_project_file(
             "path": label,
         },
         dropped_keys=dropped,
+    )
+
+
+def _load_keras_h5(
+    source: SourceFile,
+    *,
+    model: str | None,
+    cr: int | None,
+    decoder_path: str | os.PathLike[str] | None,
+) -> LoadedCheckpoint:
+    """The original CsiNet Keras weights (`model_CsiNet_*_dim*.h5`), read with h5py only."""
+    label = source.label
+    if model not in (None, "csinet") or decoder_path is not None:
+        given = f"--model {model}" if model not in (None, "csinet") else "a decoder file"
+        raise CheckpointError(f"{label} is a Keras .h5 file of CsiNet; {given} does not apply")
+    tensors, info = read_csinet_h5(source.data, label=label)
+    cr = resolve_cr("csinet", tensors, cr, label)
+    return LoadedCheckpoint(
+        model=strict_model("csinet", cr, tensors, label),
+        name="csinet",
+        cr=cr,
+        source_format="keras-h5",
+        sha256=source.sha256,
+        metadata={**info, "path": label},
     )
 
 
