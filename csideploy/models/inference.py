@@ -16,7 +16,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from csideploy.errors import DataError, OutputExistsError, ShapeError
+from csideploy.calibration.io import check_csi_values
+from csideploy.calibration.npy_bounds import check_npy_header
+from csideploy.errors import (
+    CheckpointError,
+    CsiDeployError,
+    DataError,
+    OutputExistsError,
+    ShapeError,
+)
 from csideploy.models.checkpoint import load_model, write_atomic
 from csideploy.models.registry import CsiAutoencoder, get_entry
 
@@ -110,11 +118,15 @@ def infer_file(
         raise OutputExistsError(f"{out} exists; pass --force to replace it")
     if out.is_dir():
         raise OutputExistsError(f"{out} is a directory; give an output .npy file name")
+    check_writable(out)
     loaded = load_model(model, cr, checkpoint, decoder_checkpoint=decoder_checkpoint)
     x = read_array(input_path)
+    if part != "decoder" and tuple(x.shape[1:]) == expected_input_shape(loaded.model, part):
+        check_csi_values(x, input_path)  # the same value checks as evaluate and train
     started = time.perf_counter()
     y = run_model(loaded.model, x, part=part, batch_size=batch_size, what=str(input_path))
     seconds = time.perf_counter() - started
+    _check_finite_output(y, loaded.name, loaded.cr, loaded.metadata.get("path"))
     write_atomic(out, lambda fh: np.save(fh, y, allow_pickle=False))
     return InferenceResult(
         output=out,
@@ -134,6 +146,7 @@ def read_array(path: str | os.PathLike[str]) -> np.ndarray:
     p = Path(path)
     if not p.is_file():
         raise DataError(f"input file not found: {p}")
+    check_npy_header(p)
     try:
         arr = np.load(p, allow_pickle=False)
     except (ValueError, OSError, EOFError) as error:
@@ -148,6 +161,24 @@ def read_array(path: str | os.PathLike[str]) -> np.ndarray:
         bad = int(np.size(arr) - np.isfinite(arr).sum())
         raise DataError(f"{p} holds {bad} NaN or inf values")
     return arr
+
+
+def check_writable(out: Path) -> None:
+    """An error now, before any work, when `out` cannot be created where it is asked for."""
+    parent = next((p for p in out.absolute().parents if p.exists()), None)
+    if parent is None or not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise CsiDeployError(f"cannot write {out}: {parent} is not a writable directory")
+
+
+def _check_finite_output(y: np.ndarray, name: str, cr: int, checkpoint: str | None) -> None:
+    """Refuse to write NaN / inf results (weights that overflow float32, for one)."""
+    bad = int(y.size - np.count_nonzero(np.isfinite(y)))
+    if bad:
+        source = checkpoint or "the shipped checkpoint"
+        raise CheckpointError(
+            f"{name} CR 1/{cr} from {source} gave {bad} NaN or inf values of {y.size}: its "
+            "weights overflow float32; nothing written"
+        )
 
 
 def _output_shape(model: CsiAutoencoder, part: str) -> tuple[int, ...]:
