@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -164,10 +165,21 @@ def read_array(path: str | os.PathLike[str]) -> np.ndarray:
 
 
 def check_writable(out: Path) -> None:
-    """An error now, before any work, when `out` cannot be created where it is asked for."""
-    parent = next((p for p in out.absolute().parents if p.exists()), None)
-    if parent is None or not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-        raise CsiDeployError(f"cannot write {out}: {parent} is not a writable directory")
+    """An error now, before the model runs, when `out` cannot be created where it is asked for.
+
+    Probed with a temporary file in the nearest existing directory (removed at once), so
+    read-only file systems and permissions count as they will when the result is written."""
+    parent = next((p for p in out.absolute().parents if p.exists()), Path("/"))
+    if not parent.is_dir():
+        raise CsiDeployError(f"cannot write {out}: {parent} is not a directory")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".probe", dir=parent)
+    except OSError as error:
+        raise CsiDeployError(
+            f"cannot write {out}: {parent} is not writable ({error.strerror or error})"
+        ) from None
+    os.close(fd)
+    os.unlink(probe)
 
 
 def _check_finite_output(y: np.ndarray, name: str, cr: int, checkpoint: str | None) -> None:
