@@ -6,7 +6,8 @@
 - CRNet / CLNet / CLLWCsiNet trainer dicts (`state_dict` or `model_state_dict` beside the
   epoch, optimizer and pickled `utils.solver.Result` records), read through
   `safe_pickle.safe_load` so that nothing in the file runs;
-- CLNet's separate encoder / decoder files (`32encoder.pth.tar`, `32decoder.pth.tar`);
+- CLNet's separate encoder / decoder files (`32encoder.pth.tar`, `32decoder.pth.tar`; the
+  authors' CR 1/64 pair is the outdoor model: compare it with the outdoor -2.19 dB);
 - bare state dicts, in the project layout (`encoder.*` / `decoder.*`) or an official flat one
   (CRNet's `encoder1.*`, `decoder_fc.*`, ... split by the registry's `flat_prefixes`);
 - a whole `nn.Module` pickled with `torch.save(model)`: its weights are read from the pickle

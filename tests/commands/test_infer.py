@@ -78,6 +78,7 @@ def test_full_encoder_and_decoder_parts_agree_with_the_model(
 
 
 def test_real_clnet_split_files_through_the_cli(csi, tmp_path: Path) -> None:
+    """The CLNet authors' CR 1/64 files, the outdoor model (published outdoor NMSE -2.19 dB)."""
     folder = OFFICIAL / "clnet_cr64"
     if not folder.is_dir():
         pytest.fail(f"test fixtures missing: expected {folder}")
