@@ -59,7 +59,7 @@ def _check_claimed(
     file: Path, shape: tuple[int, ...], dtype: np.dtype, size: int, available: int
 ) -> None:
     if dtype.hasobject:
-        raise DataError(f"{file}: holds Python objects ({dtype}), not numbers")
+        raise DataError(f"{file}: not a readable .npy array (it holds pickled Python objects)")
     if size > available:
         raise DataError(
             f"{file}: its header claims a {dtype} array of shape {shape} ({size} bytes) but the "
