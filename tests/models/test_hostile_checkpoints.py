@@ -32,6 +32,15 @@ from csideploy.models.checkpoint import load_checkpoint
 REPO = Path(__file__).resolve().parents[2]
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread() -> Iterator[None]:
+    """Single-threaded kernels: a shared 2-core runner stalls multi-threaded ones."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 # --------------------------------------------------------------------------- pickle building
 
 
