@@ -10,7 +10,6 @@ import os
 import pickle
 import re
 import select
-import struct
 import subprocess
 import sys
 import zipfile
@@ -21,6 +20,15 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from hostile_pickles import (
+    dtype_of,
+    in_torch_zip,
+    op_bytes,
+    op_global,
+    op_int,
+    op_text,
+    trainer_dict,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -30,60 +38,6 @@ from csideploy.models import build
 from csideploy.models.checkpoint import load_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    """Single-threaded kernels: a shared 2-core runner stalls multi-threaded ones."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-# --------------------------------------------------------------------------- pickle building
-
-
-def op_global(module: str, name: str) -> bytes:
-    return b"c" + module.encode() + b"\n" + name.encode() + b"\n"
-
-
-def op_text(text: str) -> bytes:
-    data = text.encode()
-    return b"X" + struct.pack("<I", len(data)) + data
-
-
-def op_bytes(data: bytes) -> bytes:
-    """Bytes as a protocol-2 pickle of a torch file carries them (SHORT_BINSTRING)."""
-    return b"U" + bytes([len(data)]) + data
-
-
-def op_int(value: int) -> bytes:
-    return b"J" + struct.pack("<i", value)
-
-
-def dtype_of(code: str, state: bytes = b"") -> bytes:
-    """`numpy.dtype(code, False, True)`, then BUILD with `state` when given."""
-    made = op_global("numpy", "dtype") + op_text(code) + b"\x89\x88\x87R"  # False, True, TUPLE3
-    return made + (state + b"b" if state else b"")
-
-
-def trainer_dict(value: bytes) -> bytes:
-    """A protocol-2 pickle of `{'epoch': <value>}`."""
-    return b"\x80\x02}" + op_text("epoch") + value + b"s."
-
-
-def in_torch_zip(pickled: bytes) -> bytes:
-    """A torch zip checkpoint whose data.pkl is `pickled` (the rest as torch writes it)."""
-    clean = io.BytesIO()
-    torch.save({"epoch": 1}, clean)
-    out = io.BytesIO()
-    with zipfile.ZipFile(clean) as src, zipfile.ZipFile(out, "w") as dst:
-        for info in src.infolist():
-            data = src.read(info)
-            dst.writestr(info, pickled if info.filename.endswith("/data.pkl") else data)
-    return out.getvalue()
-
 
 _OBJECT_ARRAYS = {
     # ndarray((1,), dtype('O'), b'AAAAAAAA'): an array whose element is a wild pointer
@@ -246,28 +200,6 @@ def test_a_zip_member_claiming_far_more_than_it_stores_is_refused(tmp_path: Path
     with pytest.raises(CheckpointError, match=re.escape(
             f"cannot read {path}: zip member archive/data/0 claims 20971520 bytes from ")):
         load_checkpoint(path)
-
-
-# --------------------------------------------------------------------------- CLLWCsiNet format
-
-
-def test_the_cllwcsinet_authors_trainer_dict_loads(tmp_path: Path) -> None:
-    torch.manual_seed(0)
-    model = build("cllwcsinet", 8)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    model(torch.rand(2, 2, 32, 32)).square().mean().backward()
-    optimizer.step()
-    schedule = torch.optim.lr_scheduler.StepLR(optimizer, step_size=100)
-    path = tmp_path / "cllwcsinet_cr8.pth"
-    torch.save({"model_state_dict": model.state_dict(), "epoch": 499,
-                "optimizer_state_dict": optimizer.state_dict(),
-                "lr_state_dict": schedule.state_dict()}, path)
-    loaded = load_checkpoint(path)
-    assert (loaded.name, loaded.cr, loaded.source_format) == ("cllwcsinet", 8, "trainer-dict")
-    assert loaded.metadata["epoch"] == 499
-    assert loaded.metadata["not_loaded"] == ["optimizer_state_dict", "lr_state_dict"]
-    for key, value in model.state_dict().items():
-        torch.testing.assert_close(loaded.model.state_dict()[key], value, rtol=0, atol=0)
 
 
 # --------------------------------------------------------------------------- fuzzing in a jail

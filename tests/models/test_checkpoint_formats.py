@@ -1,6 +1,7 @@
-"""The original CsiNet Keras weights (.h5) load through h5py alone, strictly, with clear errors.
+"""Two more checkpoint formats: the CLLWCsiNet authors' trainer dict, and the original CsiNet
+Keras weights (.h5), which load through h5py alone, strictly, with clear errors.
 
-The files are written here in Keras' HDF5 weight layout (`layer_names`, one group per layer
+The .h5 files are written here in Keras' HDF5 weight layout (`layer_names`, one group per layer
 with `weight_names`, datasets `conv2d_1/kernel:0` ...), Keras shapes: Conv2D kernel
 (kh, kw, in, out), Dense kernel (in, out), BatchNormalization over the 32 delay columns.
 """
@@ -128,3 +129,22 @@ def test_a_truncated_or_non_keras_hdf5_file_is_a_clear_error(tmp_path: Path) -> 
         h5["HT"] = np.zeros((2, 2048))
     with pytest.raises(CheckpointError, match=r"0 conv2d_\* weight groups \(none\), CsiNet has 8"):
         load_checkpoint(plain)
+
+
+def test_the_cllwcsinet_authors_trainer_dict_loads(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = build("cllwcsinet", 8)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model(torch.rand(2, 2, 32, 32)).square().mean().backward()
+    optimizer.step()
+    schedule = torch.optim.lr_scheduler.StepLR(optimizer, step_size=100)
+    path = tmp_path / "cllwcsinet_cr8.pth"
+    torch.save({"model_state_dict": model.state_dict(), "epoch": 499,
+                "optimizer_state_dict": optimizer.state_dict(),
+                "lr_state_dict": schedule.state_dict()}, path)
+    loaded = load_checkpoint(path)
+    assert (loaded.name, loaded.cr, loaded.source_format) == ("cllwcsinet", 8, "trainer-dict")
+    assert loaded.metadata["epoch"] == 499
+    assert loaded.metadata["not_loaded"] == ["optimizer_state_dict", "lr_state_dict"]
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(loaded.model.state_dict()[key], value, rtol=0, atol=0)
