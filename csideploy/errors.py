@@ -36,6 +36,10 @@ class UnsafeCheckpointError(CheckpointError):
     """A checkpoint whose pickle asks to call something outside the allow-list."""
 
 
+class DivergedError(CsiDeployError):
+    """Training produced a non-finite loss or validation NMSE; nothing is saved from it."""
+
+
 class ToleranceError(CsiDeployError):
     """A numerics gate failed: an artifact differs from the float model beyond tolerance."""
 

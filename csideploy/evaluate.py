@@ -105,8 +105,15 @@ def evaluate(
 
     description = _describe(convention)
     x_np = np.asarray(x.cpu() if isinstance(x, torch.Tensor) else x, dtype=np.float32)
+    _check_power(x_np)
     x_hat = reconstruct(model, x_np, batch_size=batch_size, side=side)
     nmse_db = float(metrics.nmse(x_np, x_hat, convention=convention))
+    if not np.isfinite(nmse_db):
+        bad = int(x_hat.size - np.count_nonzero(np.isfinite(x_hat)))
+        raise DataError(
+            f"NMSE is {nmse_db} dB: the model's reconstruction holds {bad} NaN or inf values "
+            "(weights that overflow?); no figure to report"
+        )
     rho = None if hf is None else float(metrics.rho(x_hat, hf))
     return EvalResult(
         model=getattr(model, "model_name", type(model).__name__),
@@ -142,6 +149,7 @@ def evaluate_checkpoint(
     from csideploy.models.registry import get_entry
 
     _describe(convention)
+    _check_limit(limit)
     data_path = resolve_data(data, split="test", scenario=scenario)
     loaded = load_checkpoint(checkpoint, model=model_name, cr=cr)
     side = None
@@ -161,6 +169,25 @@ def evaluate_checkpoint(
     from dataclasses import replace
 
     return replace(result, data=str(data_path), checkpoint=str(checkpoint))
+
+
+def _check_power(x: np.ndarray) -> None:
+    """Refuse samples with no channel at all (every value 0.5): their NMSE divides by zero."""
+    if x.ndim != 4 or not len(x):
+        return  # the shape error comes from `reconstruct`
+    from csideploy.metrics import ZERO_OFFSET
+
+    silent = ~np.any(x.reshape(len(x), -1) != ZERO_OFFSET, axis=1)
+    if silent.any():
+        raise DataError(
+            f"{int(silent.sum())} of {len(x)} CSI samples are all {ZERO_OFFSET} (no channel; "
+            f"first at index {int(np.argmax(silent))}): NMSE is undefined for them"
+        )
+
+
+def _check_limit(limit: int | None) -> None:
+    if limit is not None and limit < 1:
+        raise DataError(f"limit must be a positive number of samples, got {limit}")
 
 
 def _paired(path: Path, limit: int | None) -> tuple[np.ndarray, np.ndarray]:
@@ -216,6 +243,7 @@ def snr_sweep_checkpoint(
     from csideploy.models.noise import evaluate_with_snr
 
     _describe(convention)
+    _check_limit(limit)
     data_path = resolve_data(data, split="test", scenario=scenario)
     loaded = load_checkpoint(checkpoint, model=model_name, cr=cr)
     x = load_csi(data_path, limit=limit)

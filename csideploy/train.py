@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from csideploy.errors import CheckpointError, CsiDeployError, DataError, ShapeError
+from csideploy.errors import CheckpointError, CsiDeployError, DataError, DivergedError, ShapeError
 from csideploy.models.noise import training_noise
 from csideploy.models.registry import CSI_SHAPE, CsiAutoencoder, build, get_entry, list_models
 
@@ -603,6 +603,11 @@ class _RunState:
     best_state: dict[str, torch.Tensor] | None = None
 
     def record(self, epoch: int, loss: float, val_db: float, model: nn.Module) -> None:
+        if not (math.isfinite(loss) and math.isfinite(val_db)):
+            raise DivergedError(
+                f"training diverged at epoch {epoch}: mean loss {loss:.4g}, validation NMSE "
+                f"{val_db:.4g} dB (is the learning rate too high?); no checkpoint written"
+            )
         self.epoch = epoch
         self.losses.append(loss)
         self.val_nmse.append(val_db)

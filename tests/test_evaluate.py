@@ -169,3 +169,37 @@ def test_dualnet_mp_evaluation_needs_paired_data(tmp_path):
     files = write_synthetic_dataset(tmp_path / "plain", n=60, seed=0)
     with pytest.raises(DataError, match="HT_UL"):
         evaluate_checkpoint("dualnet-mp", checkpoint, files["test"])
+
+
+def _evaluate_cli(*args: str):
+    from click.testing import CliRunner
+
+    from csideploy.cli import main
+
+    return CliRunner().invoke(main, ["evaluate", "--model", "crnet", *args])
+
+
+def test_limit_zero_is_one_error_line(model: torch.nn.Module, tmp_path: Path) -> None:
+    ckpt = save_checkpoint(tmp_path / "m.pt", model)
+    data = save_csi_mat(tmp_path / "DATA_Htestin.mat", generate(4, seed=3))
+    result = _evaluate_cli("--checkpoint", str(ckpt), "--data", str(data), "--limit", "0")
+    assert result.exit_code == 2
+    assert result.stderr == "error: limit must be a positive number of samples, got 0\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["DATA_Htestin.mat", "m.pt"]
+
+
+def test_csi_without_a_channel_is_refused_not_scored_inf(
+    model: torch.nn.Module, tmp_path: Path
+) -> None:
+    ckpt = save_checkpoint(tmp_path / "m.pt", model)
+    flat = np.full((6, 2048), 0.5, np.float32)
+    flat[:2] = generate(2, seed=4).reshape(2, 2048)  # two real samples, four all-0.5
+    data = save_csi_mat(tmp_path / "zero.mat", flat)
+    result = _evaluate_cli("--checkpoint", str(ckpt), "--data", str(data))
+    assert result.exit_code == 2 and "inf" not in result.stderr
+    assert result.stderr == (
+        "error: 4 of 6 CSI samples are all 0.5 (no channel; first at index 2): NMSE is "
+        "undefined for them\n"
+    )
+    with pytest.raises(DataError, match=r"4 of 6 CSI samples are all 0\.5"):
+        evaluate(model, flat.reshape(6, 2, 32, 32))

@@ -343,3 +343,22 @@ def test_train_records_build_options_in_the_checkpoint(dataset: Path, tmp_path: 
     loaded = load_checkpoint(out)
     assert loaded.metadata["build_options"] == {"train_snr_db": 30.0}
     assert built_in_training_snr(loaded.model) == 30.0
+
+
+def test_cli_train_that_diverges_stops_with_one_line_and_writes_no_checkpoint(
+    dataset: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "diverged.pt"
+    options = "--epochs 3 --batch-size 16 --scheduler const --device cpu --threads 1"
+    result = CliRunner().invoke(
+        main,
+        [*_TRAIN.split(), "--data", str(dataset), *options.split(), "--lr", "1e30",
+         "--out", str(out)],
+    )
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("error: training diverged at epoch 1: mean loss ")
+    assert result.stderr.endswith(
+        "(is the learning rate too high?); no checkpoint written\n"
+    ), result.stderr
+    assert result.stderr.count("\n") == 1 and "nan dB" in result.stderr
+    assert list(tmp_path.iterdir()) == []  # neither the checkpoint nor a resume file

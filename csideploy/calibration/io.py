@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from csideploy.calibration.npy_bounds import check_npy_header, check_npz_members
 from csideploy.errors import DataError, ShapeError
 
 CSI_SHAPE = (2, 32, 32)
@@ -125,7 +126,7 @@ def _check_magic(file: Path, magics: tuple[bytes, ...], what: str) -> None:
 
 def _read_npy(file: Path, limit: int | None) -> np.ndarray:
     """A .npy array, memory-mapped so that `limit` reads only what it keeps."""
-    _check_magic(file, (b"\x93NUMPY",), "NumPy .npy file")
+    check_npy_header(file)
     try:
         arr = np.load(file, mmap_mode="r", allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
@@ -138,6 +139,7 @@ def _read_npz(
 ) -> np.ndarray:
     """The array of a .npz: `variable`, else the first of `candidates`, else the only one."""
     _check_magic(file, (b"PK\x03\x04", b"PK\x05\x06"), "NumPy .npz (zip) archive")
+    check_npz_members(file)
     try:
         with np.load(file, allow_pickle=False) as npz:
             keys = list(npz.files)
@@ -260,9 +262,14 @@ def _validate_csi(raw: Any, file: Path) -> np.ndarray:
         )
     arr = _reshape_rows(arr, file, CSI_WIDTH, CSI_SHAPE, "CSI")
     arr = np.ascontiguousarray(arr, dtype=np.float32)
-    _check_finite(arr, file)
-    _check_range(arr, file)
+    check_csi_values(arr, file)
     return arr
+
+
+def check_csi_values(arr: np.ndarray, file: str | os.PathLike[str]) -> None:
+    """The value checks every CSI input gets (evaluate, train, infer): finite, in [0, 1]."""
+    _check_finite(arr, Path(file))
+    _check_range(arr, Path(file))
 
 
 def _validate_freq(raw: Any, file: Path) -> np.ndarray:

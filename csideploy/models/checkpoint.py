@@ -6,12 +6,14 @@
 - CRNet / CLNet / CLLWCsiNet trainer dicts (`state_dict` or `model_state_dict` beside the
   epoch, optimizer and pickled `utils.solver.Result` records), read through
   `safe_pickle.safe_load` so that nothing in the file runs;
-- CLNet's separate encoder / decoder files (`32encoder.pth.tar`, `32decoder.pth.tar`);
+- CLNet's separate encoder / decoder files (`32encoder.pth.tar`, `32decoder.pth.tar`; the
+  authors' CR 1/64 pair is the outdoor model: compare it with the outdoor -2.19 dB);
 - bare state dicts, in the project layout (`encoder.*` / `decoder.*`) or an official flat one
   (CRNet's `encoder1.*`, `decoder_fc.*`, ... split by the registry's `flat_prefixes`);
 - a whole `nn.Module` pickled with `torch.save(model)`: its weights are read from the pickle
   without importing its classes;
-- with or without DataParallel's `module.` prefix, with FLOP-counter (thop) keys dropped.
+- with or without DataParallel's `module.` prefix, with FLOP-counter (thop) keys dropped;
+- the original CsiNet Keras weights (`.h5`), read with h5py alone (`keras_h5`).
 
 Loading is strict: any missing, unexpected or mis-shaped key is an error that names it.
 The model name comes from the file, the caller, or an exact match of the keys against the zoo;
@@ -20,13 +22,12 @@ the CR from the codeword layer's shape.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import os
 import tempfile
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -34,29 +35,23 @@ from typing import IO, Any
 import torch
 
 from csideploy.errors import CheckpointError, CsiDeployError
-from csideploy.models.registry import CsiAutoencoder, build, check_cr, get_entry, list_models
-from csideploy.models.safe_pickle import (
-    PickledObject,
-    iter_placeholders,
-    pickled_module_state,
-    plain,
-    safe_load,
+from csideploy.models.checkpoint_formats import SourceFile, StateDict, clean, read_file, unpack
+from csideploy.models.checkpoint_layout import (
+    SIDES,
+    resolve_cr,
+    resolve_layout,
+    strict_model,
+    to_project_layout,
 )
+from csideploy.models.keras_h5 import is_hdf5, read_csinet_h5
+from csideploy.models.registry import CsiAutoencoder, check_cr, get_entry
+from csideploy.models.safe_pickle import plain, safe_load
 
 FORMAT = "csideploy-checkpoint"
 FORMAT_VERSION = 1
 CHECKPOINT_DIR = Path(__file__).resolve().parents[1] / "checkpoints"
 SHIPPED: Mapping[tuple[str, int], str] = {("clnet", 4): "clnet_cr4_indoor.pt"}
 """(model, CR) -> file name under `csideploy/checkpoints/` of the checkpoints the package ships."""
-
-_STATE_KEYS = ("state_dict", "model_state_dict")
-_BULKY_ENTRIES = frozenset(
-    {"optimizer", "scheduler", "optimizer_state_dict", "scheduler_state_dict", "lr_scheduler"}
-)
-_FLOP_COUNTER_SUFFIXES = ("total_ops", "total_params")
-_DATA_PARALLEL_PREFIX = "module."
-_SIDES = ("encoder", "decoder")
-_MAX_LISTED = 12
 
 
 @dataclass(frozen=True)
@@ -67,7 +62,7 @@ class LoadedCheckpoint:
     name: str
     cr: int
     source_format: str
-    """'csideploy', 'trainer-dict', 'clnet-split', 'state-dict' or 'pickled-module'."""
+    """'csideploy', 'trainer-dict', 'clnet-split', 'state-dict', 'pickled-module' or 'keras-h5'."""
     sha256: str
     """Of the file; for an encoder / decoder pair, of the two files' bytes concatenated."""
     metadata: dict[str, Any] = field(default_factory=dict)
@@ -91,27 +86,6 @@ class LoadedCheckpoint:
         }
 
 
-@dataclass(frozen=True)
-class _File:
-    path: Path
-    data: bytes
-    sha256: str
-
-    @property
-    def label(self) -> str:
-        return str(self.path)
-
-
-@dataclass(frozen=True)
-class _StateDict:
-    """A state dict taken out of its container, cleaned, with what the container said."""
-
-    tensors: dict[str, torch.Tensor]
-    source_format: str
-    info: dict[str, Any]
-    dropped: tuple[str, ...]
-
-
 # --------------------------------------------------------------------------- public API
 
 
@@ -131,7 +105,9 @@ def load_checkpoint(
     """
     if model is not None:
         get_entry(model)
-    source = _read(path)
+    source = read_file(path)
+    if is_hdf5(source.data):
+        return _load_keras_h5(source, model=model, cr=cr, decoder_path=decoder_path)
     payload = safe_load(source.data, label=source.label)
     if isinstance(payload, Mapping) and payload.get("format") == FORMAT:
         if decoder_path is not None:
@@ -139,18 +115,18 @@ def load_checkpoint(
                 f"{source.label} is a whole csideploy checkpoint; a decoder file does not apply"
             )
         return _load_project_file(source, payload, model=model, cr=cr)
-    state = _unpack(payload, source.label)
+    state = unpack(payload, source.label)
     if decoder_path is not None:
-        decoder = _read(decoder_path)
-        decoder_state = _unpack(safe_load(decoder.data, label=decoder.label), decoder.label)
+        decoder = read_file(decoder_path)
+        decoder_state = unpack(safe_load(decoder.data, label=decoder.label), decoder.label)
         return _load_pair(source, state, decoder, decoder_state, model=model, cr=cr)
-    layout, name, inferred = _resolve_layout(state.tensors, model, source.label)
-    if layout in _SIDES:
+    layout, name, inferred = resolve_layout(state.tensors, model, source.label)
+    if layout in SIDES:
         return _load_with_sibling(source, state, layout, name, cr=cr, inferred=inferred)
-    tensors = _to_project_layout(state.tensors, layout, name)
-    cr = _resolve_cr(name, tensors, cr, source.label)
+    tensors = to_project_layout(state.tensors, layout, name)
+    cr = resolve_cr(name, tensors, cr, source.label)
     return LoadedCheckpoint(
-        model=_strict_model(name, cr, tensors, source.label),
+        model=strict_model(name, cr, tensors, source.label),
         name=name,
         cr=cr,
         source_format=state.source_format,
@@ -250,98 +226,11 @@ def write_atomic(path: Path, write: Callable[[IO[bytes]], object]) -> None:
         raise
 
 
-# --------------------------------------------------------------------------- reading
-
-
-def _read(path: str | os.PathLike[str]) -> _File:
-    p = Path(path)
-    if not p.exists():
-        raise CheckpointError(f"checkpoint file not found: {p}")
-    if p.is_dir():
-        raise CheckpointError(f"{p} is a directory, not a checkpoint file")
-    try:
-        data = p.read_bytes()
-    except OSError as error:
-        raise CheckpointError(f"cannot read {p}: {error.strerror or error}") from None
-    if not data:
-        raise CheckpointError(f"cannot read {p}: the file is empty")
-    return _File(p, data, hashlib.sha256(data).hexdigest())
-
-
-def _unpack(payload: Any, label: str) -> _StateDict:
-    """The state dict inside a trainer dict, wrapper dict, bare state dict or a module
-    pickled whole, cleaned."""
-    module_state = pickled_module_state(payload) if isinstance(payload, PickledObject) else None
-    if module_state:
-        tensors, dropped = _clean(module_state, label)
-        info = {"pickled_class": payload.qualified_name}
-        return _StateDict(tensors, "pickled-module", info, dropped)
-    if not isinstance(payload, Mapping):
-        raise CheckpointError(
-            f"{label} holds a {type(payload).__name__}, not a state dict or checkpoint dict"
-        )
-    for key in _STATE_KEYS:
-        if isinstance(payload.get(key), Mapping):
-            info = _container_info(payload, key)
-            tensors, dropped = _clean(payload[key], f"{label} [{key}]")
-            return _StateDict(tensors, "trainer-dict", info, dropped)
-    if payload and all(isinstance(v, torch.Tensor) for v in payload.values()):
-        tensors, dropped = _clean(payload, label)
-        return _StateDict(tensors, "state-dict", {}, dropped)
-    keys = ", ".join(sorted(map(str, payload))[:_MAX_LISTED]) or "none"
-    raise CheckpointError(
-        f"{label} holds a dict without 'state_dict' or 'model_state_dict' and not only "
-        f"tensors (keys: {keys})"
-    )
-
-
-def _container_info(payload: Mapping[str, Any], state_key: str) -> dict[str, Any]:
-    """JSON-safe record of a trainer dict's other entries (optimizer state left out)."""
-    info: dict[str, Any] = {"state_key": state_key}
-    left_out = []
-    for key, value in payload.items():
-        if key == state_key:
-            continue
-        if key in _BULKY_ENTRIES:
-            left_out.append(str(key))
-            continue
-        info[str(key)] = plain(value)
-    if left_out:
-        info["not_loaded"] = left_out
-    stubbed = sorted({p.qualified_name for p in iter_placeholders(list(payload.values()))})
-    if stubbed:
-        info["unimported_classes"] = stubbed
-    return info
-
-
-def _clean(raw: Mapping[Any, Any], label: str) -> tuple[dict[str, torch.Tensor], tuple[str, ...]]:
-    """Strip DataParallel's `module.` prefix and drop FLOP-counter keys; all else is kept."""
-    if not raw:
-        raise CheckpointError(f"{label}: the state dict is empty")
-    keys = [str(k) for k in raw]
-    strip = all(k.startswith(_DATA_PARALLEL_PREFIX) for k in keys)
-    tensors: dict[str, torch.Tensor] = {}
-    dropped: list[str] = []
-    for original, value in zip(keys, raw.values(), strict=True):
-        key = original[len(_DATA_PARALLEL_PREFIX) :] if strip else original
-        if key.rsplit(".", 1)[-1] in _FLOP_COUNTER_SUFFIXES:
-            dropped.append(key)
-            continue
-        if not isinstance(value, torch.Tensor):
-            raise CheckpointError(
-                f"{label}: entry {original!r} is a {type(value).__name__}, not a tensor"
-            )
-        tensors[key] = value
-    if not tensors:
-        raise CheckpointError(f"{label}: the state dict holds no weights")
-    return tensors, tuple(dropped)
-
-
 # --------------------------------------------------------------------------- formats
 
 
 def _load_project_file(
-    source: _File, payload: Mapping[str, Any], *, model: str | None, cr: int | None
+    source: SourceFile, payload: Mapping[str, Any], *, model: str | None, cr: int | None
 ) -> LoadedCheckpoint:
     label = source.label
     version = payload.get("version")
@@ -368,27 +257,54 @@ def _load_project_file(
     raw = payload.get("state_dict")
     if not isinstance(raw, Mapping):
         raise CheckpointError(f"{label}: the csideploy checkpoint has no state_dict")
-    tensors, dropped = _clean(raw, label)
+    tensors, dropped = clean(raw, label)
     metadata = payload.get("metadata")
     options = payload.get("build_options") or {}
     if not isinstance(options, Mapping):
         raise CheckpointError(f"{label}: build_options must be a mapping, got {type(options)}")
     return LoadedCheckpoint(
-        model=_strict_model(name, saved_cr, tensors, label, options=plain(options)),
+        model=strict_model(name, saved_cr, tensors, label, options=plain(options, label=label)),
         name=name,
         cr=saved_cr,
         source_format="csideploy",
         sha256=source.sha256,
-        metadata={**(plain(metadata) if isinstance(metadata, Mapping) else {}), "path": label},
+        metadata={
+            **(plain(metadata, label=label) if isinstance(metadata, Mapping) else {}),
+            "path": label,
+        },
         dropped_keys=dropped,
     )
 
 
+def _load_keras_h5(
+    source: SourceFile,
+    *,
+    model: str | None,
+    cr: int | None,
+    decoder_path: str | os.PathLike[str] | None,
+) -> LoadedCheckpoint:
+    """The original CsiNet Keras weights (`model_CsiNet_*_dim*.h5`), read with h5py only."""
+    label = source.label
+    if model not in (None, "csinet") or decoder_path is not None:
+        given = f"--model {model}" if model not in (None, "csinet") else "a decoder file"
+        raise CheckpointError(f"{label} is a Keras .h5 file of CsiNet; {given} does not apply")
+    tensors, info = read_csinet_h5(source.data, label=label)
+    cr = resolve_cr("csinet", tensors, cr, label)
+    return LoadedCheckpoint(
+        model=strict_model("csinet", cr, tensors, label),
+        name="csinet",
+        cr=cr,
+        source_format="keras-h5",
+        sha256=source.sha256,
+        metadata={**info, "path": label},
+    )
+
+
 def _load_pair(
-    encoder: _File,
-    encoder_state: _StateDict,
-    decoder: _File,
-    decoder_state: _StateDict,
+    encoder: SourceFile,
+    encoder_state: StateDict,
+    decoder: SourceFile,
+    decoder_state: StateDict,
     *,
     model: str | None,
     cr: int | None,
@@ -398,8 +314,8 @@ def _load_pair(
     tensors = {f"encoder.{k}": v for k, v in encoder_state.tensors.items()}
     tensors.update({f"decoder.{k}": v for k, v in decoder_state.tensors.items()})
     label = f"{encoder.label} + {decoder.label}"
-    _, name, revealing = _resolve_layout(tensors, model, label, layouts=("full",))
-    cr = _resolve_cr(name, tensors, cr, label)
+    _, name, revealing = resolve_layout(tensors, model, label, layouts=("full",))
+    cr = resolve_cr(name, tensors, cr, label)
     dropped = tuple(f"encoder.{k}" for k in encoder_state.dropped) + tuple(
         f"decoder.{k}" for k in decoder_state.dropped
     )
@@ -415,7 +331,7 @@ def _load_pair(
         if state.info:
             metadata[side] = state.info
     return LoadedCheckpoint(
-        model=_strict_model(name, cr, tensors, label),
+        model=strict_model(name, cr, tensors, label),
         name=name,
         cr=cr,
         source_format="clnet-split",
@@ -427,8 +343,8 @@ def _load_pair(
 
 
 def _load_with_sibling(
-    source: _File,
-    state: _StateDict,
+    source: SourceFile,
+    state: StateDict,
     side: str,
     name: str,
     *,
@@ -447,8 +363,8 @@ def _load_with_sibling(
             f"{source.label} holds only the {side} of {name}; give the {other} file too "
             f"(decoder_path / --decoder-checkpoint){looked}"
         )
-    found = _read(sibling)
-    found_state = _unpack(safe_load(found.data, label=found.label), found.label)
+    found = read_file(sibling)
+    found_state = unpack(safe_load(found.data, label=found.label), found.label)
     if side == "encoder":
         pair = (source, state, found, found_state)
     else:
@@ -461,246 +377,6 @@ def _replace_last(text: str, old: str, new: str) -> str:
     return f"{head}{new}{tail}"
 
 
-# --------------------------------------------------------------------------- model and layout
-
-
-@dataclass(frozen=True)
-class _Signature:
-    """The key sets a model's checkpoints can have at one CR, by layout."""
-
-    full: frozenset[str]
-    flat: frozenset[str] | None
-    encoder: frozenset[str]
-    decoder: frozenset[str]
-
-    def layouts(self) -> Iterable[tuple[str, frozenset[str]]]:
-        yield "full", self.full
-        if self.flat is not None:
-            yield "flat", self.flat
-        yield "encoder", self.encoder
-        yield "decoder", self.decoder
-
-
-def _resolve_layout(
-    tensors: Mapping[str, torch.Tensor],
-    model: str | None,
-    label: str,
-    *,
-    layouts: tuple[str, ...] = ("full", "flat", "encoder", "decoder"),
-) -> tuple[str, str, tuple[str, ...]]:
-    """(layout, model name, keys that revealed the name) for a cleaned state dict.
-
-    A given name only picks the layout (strict loading reports any mismatch); without one,
-    the keys must equal exactly one registered model's keys in one layout.
-    """
-    keys = frozenset(tensors)
-    names = [model] if model is not None else list_models()
-    matches = []
-    for name in names:
-        layout = _matching_layout(name, keys, layouts)
-        if layout is not None:
-            matches.append((name, layout))
-    if model is not None:
-        layout = matches[0][1] if matches else _closest_layout(model, keys, layouts)
-        return layout, model, ()
-    if len(matches) == 1:
-        name, layout = matches[0]
-        return layout, name, _revealing_keys(name, keys)
-    if matches:
-        found = ", ".join(name for name, _ in matches)
-        raise CheckpointError(f"{label}: its keys fit several models ({found}); pass --model")
-    raise CheckpointError(
-        f"{label}: cannot tell which model it holds; its {len(keys)} keys match no registered "
-        f"model exactly{_nearest_hint(keys, layouts)}; pass --model NAME"
-    )
-
-
-def _matching_layout(name: str, keys: frozenset[str], layouts: tuple[str, ...]) -> str | None:
-    crs = get_entry(name).crs
-    if not any(keys & expected for _, expected in _signature(name, crs[0]).layouts()):
-        return None  # key names do not depend on the CR: not this model at all
-    for cr in crs:
-        for layout, expected in _signature(name, cr).layouts():
-            if layout in layouts and keys == expected:
-                return layout
-    return None
-
-
-def _closest_layout(name: str, keys: frozenset[str], layouts: tuple[str, ...]) -> str:
-    """The layout whose key set shares most keys with `keys` (for the strict report)."""
-    signature = _signature(name, get_entry(name).crs[0])
-    scored = [
-        (len(keys & expected) - len(keys ^ expected), layout)
-        for layout, expected in signature.layouts()
-        if layout in layouts and layout not in _SIDES
-    ]
-    return max(scored)[1] if scored else "full"
-
-
-def _nearest_hint(keys: frozenset[str], layouts: tuple[str, ...]) -> str:
-    best: tuple[int, str, int, int] | None = None
-    for name in list_models():
-        signature = _signature(name, get_entry(name).crs[0])
-        for layout, expected in signature.layouts():
-            if layout not in layouts:
-                continue
-            missing, unexpected = len(expected - keys), len(keys - expected)
-            if best is None or missing + unexpected < best[0]:
-                best = (missing + unexpected, name, missing, unexpected)
-    if best is None:
-        return ""
-    _, name, missing, unexpected = best
-    return f" (closest: {name}, {missing} missing and {unexpected} unexpected keys)"
-
-
-def _revealing_keys(name: str, keys: frozenset[str]) -> tuple[str, ...]:
-    """Up to three keys of this checkpoint that no other registered model has."""
-    others: set[str] = set()
-    for other in list_models():
-        if other != name:
-            for _, expected in _signature(other, get_entry(other).crs[0]).layouts():
-                others |= expected
-    unique = sorted(keys - others)
-    tail = get_entry(name).codeword_key.partition(".")[2]
-    codeword = [k for k in unique if k.endswith(tail)]
-    picked = codeword + [k for k in unique if k not in codeword]
-    return tuple(picked[:3]) if picked else tuple(sorted(keys)[:3])
-
-
-def _to_project_layout(
-    tensors: Mapping[str, torch.Tensor], layout: str, name: str
-) -> dict[str, torch.Tensor]:
-    """Keys as the project's model names them (`encoder.*` / `decoder.*`)."""
-    if layout != "flat":
-        return dict(tensors)
-    prefixes = get_entry(name).flat_prefixes
-    out = {}
-    for key, value in tensors.items():
-        side = next((s for p, s in prefixes.items() if key.startswith(p)), None)
-        out[f"{side}.{key}" if side else key] = value
-    return out
-
-
-def _flat_name(name: str, key: str) -> str:
-    for prefix, side in get_entry(name).flat_prefixes.items():
-        if key.startswith(f"{side}.{prefix}"):
-            return key[len(side) + 1 :]
-    return key
-
-
-def _resolve_cr(
-    name: str, tensors: Mapping[str, torch.Tensor], requested: int | None, label: str
-) -> int:
-    """The CR the codeword layer's shape reveals, checked against `requested`."""
-    entry = get_entry(name)
-    if requested is not None:
-        check_cr(entry, requested)
-    key = entry.codeword_key
-    weight = tensors.get(key)
-    if weight is None:
-        if requested is not None:
-            return requested
-        if len(entry.crs) == 1:
-            return entry.crs[0]
-        names_only = dict.fromkeys(_shapes(name, entry.crs[0]))  # key names do not vary by CR
-        raise CheckpointError(
-            f"{label} does not match {name} (it has no {key}, the codeword layer): "
-            + "; ".join(_differences(names_only, tensors))
-        )
-    shape = tuple(weight.shape)
-    fits = [c for c in entry.crs if _shapes(name, c).get(key) == shape]
-    if requested is not None:
-        if requested in fits or not fits:  # no fit: the strict load names the shape difference
-            return requested
-        raise CheckpointError(
-            f"--cr {requested} conflicts with the checkpoint: {key} has {shape[0]} outputs, "
-            f"i.e. CR 1/{fits[0]}"
-        )
-    if len(fits) == 1:
-        return fits[0]
-    if not fits:
-        supported = ", ".join(f"1/{c}" for c in entry.crs)
-        raise CheckpointError(
-            f"{label}: {key} has shape {shape}, which fits no CR of {name} ({supported})"
-        )
-    raise CheckpointError(f"{label}: {key} fits several CRs of {name}; pass --cr")
-
-
-def _strict_model(
-    name: str,
-    cr: int,
-    tensors: Mapping[str, torch.Tensor],
-    label: str,
-    *,
-    options: Mapping[str, Any] | None = None,
-) -> CsiAutoencoder:
-    """A fresh model with exactly these weights, or an error naming every difference.
-
-    `options` are the builder options a project checkpoint recorded (e.g. LORA's quantizer).
-    """
-    try:
-        model = build(name, cr, **dict(options or {}))
-    except TypeError as error:
-        raise CheckpointError(
-            f"{label}: unusable build options {dict(options or {})}: {error}"
-        ) from None
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    problems = _differences(expected, tensors)
-    if problems:
-        raise CheckpointError(f"{label} does not match {name} CR 1/{cr}: " + "; ".join(problems))
-    for key, value in tensors.items():
-        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
-            raise CheckpointError(f"{label}: {key} holds NaN or inf")
-    model.load_state_dict(tensors, strict=True)
-    return model.eval()
-
-
-def _differences(
-    expected: Mapping[str, tuple[int, ...] | None], tensors: Mapping[str, torch.Tensor]
-) -> list[str]:
-    """Missing keys, unexpected keys and shape differences, each named (None: any shape)."""
-    missing = [k for k in expected if k not in tensors]
-    unexpected = [k for k in tensors if k not in expected]
-    shapes = [
-        f"{k} {tuple(tensors[k].shape)} in the file vs {shape} in the model"
-        for k, shape in expected.items()
-        if k in tensors and shape is not None and tuple(tensors[k].shape) != shape
-    ]
-    return [
-        f"{what} ({len(items)}): {_listing(items)}"
-        for what, items in (
-            ("missing keys", missing),
-            ("unexpected keys", unexpected),
-            ("shape differences", shapes),
-        )
-        if items
-    ]
-
-
-def _listing(items: list[str]) -> str:
-    shown = ", ".join(items[:_MAX_LISTED])
-    more = len(items) - _MAX_LISTED
-    return shown + (f", ... and {more} more" if more > 0 else "")
-
-
 def _shipped_cr(name: str) -> int:
     shipped = sorted(cr for model, cr in SHIPPED if model == name)
     return shipped[0] if shipped else 4
-
-
-@functools.cache
-def _shapes(name: str, cr: int) -> dict[str, tuple[int, ...]]:
-    """Key -> shape of `build(name, cr)` (cached: name inference compares against them all)."""
-    return {key: tuple(value.shape) for key, value in build(name, cr).state_dict().items()}
-
-
-@functools.cache
-def _signature(name: str, cr: int) -> _Signature:
-    full = frozenset(_shapes(name, cr))
-    entry = get_entry(name)
-    flat = frozenset(_flat_name(name, k) for k in full) if entry.flat_prefixes else None
-    sides = {
-        side: frozenset(k[len(side) + 1 :] for k in full if k.startswith(f"{side}."))
-        for side in _SIDES
-    }
-    return _Signature(full, flat, sides["encoder"], sides["decoder"])

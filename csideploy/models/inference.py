@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from csideploy.errors import DataError, OutputExistsError, ShapeError
+from csideploy.calibration.io import check_csi_values
+from csideploy.calibration.npy_bounds import check_npy_header
+from csideploy.errors import (
+    CheckpointError,
+    CsiDeployError,
+    DataError,
+    OutputExistsError,
+    ShapeError,
+)
 from csideploy.models.checkpoint import load_model, write_atomic
 from csideploy.models.registry import CsiAutoencoder, get_entry
 
@@ -110,11 +119,15 @@ def infer_file(
         raise OutputExistsError(f"{out} exists; pass --force to replace it")
     if out.is_dir():
         raise OutputExistsError(f"{out} is a directory; give an output .npy file name")
+    check_writable(out)
     loaded = load_model(model, cr, checkpoint, decoder_checkpoint=decoder_checkpoint)
     x = read_array(input_path)
+    if part != "decoder" and tuple(x.shape[1:]) == expected_input_shape(loaded.model, part):
+        check_csi_values(x, input_path)  # the same value checks as evaluate and train
     started = time.perf_counter()
     y = run_model(loaded.model, x, part=part, batch_size=batch_size, what=str(input_path))
     seconds = time.perf_counter() - started
+    _check_finite_output(y, loaded.name, loaded.cr, loaded.metadata.get("path"))
     write_atomic(out, lambda fh: np.save(fh, y, allow_pickle=False))
     return InferenceResult(
         output=out,
@@ -134,6 +147,7 @@ def read_array(path: str | os.PathLike[str]) -> np.ndarray:
     p = Path(path)
     if not p.is_file():
         raise DataError(f"input file not found: {p}")
+    check_npy_header(p)
     try:
         arr = np.load(p, allow_pickle=False)
     except (ValueError, OSError, EOFError) as error:
@@ -148,6 +162,35 @@ def read_array(path: str | os.PathLike[str]) -> np.ndarray:
         bad = int(np.size(arr) - np.isfinite(arr).sum())
         raise DataError(f"{p} holds {bad} NaN or inf values")
     return arr
+
+
+def check_writable(out: Path) -> None:
+    """An error now, before the model runs, when `out` cannot be created where it is asked for.
+
+    Probed with a temporary file in the nearest existing directory (removed at once), so
+    read-only file systems and permissions count as they will when the result is written."""
+    parent = next((p for p in out.absolute().parents if p.exists()), Path("/"))
+    if not parent.is_dir():
+        raise CsiDeployError(f"cannot write {out}: {parent} is not a directory")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".probe", dir=parent)
+    except OSError as error:
+        raise CsiDeployError(
+            f"cannot write {out}: {parent} is not writable ({error.strerror or error})"
+        ) from None
+    os.close(fd)
+    os.unlink(probe)
+
+
+def _check_finite_output(y: np.ndarray, name: str, cr: int, checkpoint: str | None) -> None:
+    """Refuse to write NaN / inf results (weights that overflow float32, for one)."""
+    bad = int(y.size - np.count_nonzero(np.isfinite(y)))
+    if bad:
+        source = checkpoint or "the shipped checkpoint"
+        raise CheckpointError(
+            f"{name} CR 1/{cr} from {source} gave {bad} NaN or inf values of {y.size}: its "
+            "weights overflow float32; nothing written"
+        )
 
 
 def _output_shape(model: CsiAutoencoder, part: str) -> tuple[int, ...]:

@@ -78,6 +78,7 @@ def test_full_encoder_and_decoder_parts_agree_with_the_model(
 
 
 def test_real_clnet_split_files_through_the_cli(csi, tmp_path: Path) -> None:
+    """The CLNet authors' CR 1/64 files, the outdoor model (published outdoor NMSE -2.19 dB)."""
     folder = OFFICIAL / "clnet_cr64"
     if not folder.is_dir():
         pytest.fail(f"test fixtures missing: expected {folder}")
@@ -144,3 +145,84 @@ def test_run_model_batches_give_the_same_result(model_and_checkpoint, csi) -> No
     whole = run_model(model, x, part="encoder", batch_size=100)
     pieces = run_model(model, x, part="encoder", batch_size=4)
     np.testing.assert_allclose(whole, pieces, rtol=1e-5, atol=1e-6)
+
+
+# ---------------------------------------------------------------- hostile and silly input
+
+
+def _one_error_line(result, text: str) -> None:
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith(f"error: {text}"), result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+
+
+def test_an_unwritable_output_is_refused_before_the_model_runs(
+    model_and_checkpoint, csi, tmp_path: Path
+) -> None:
+    _, ckpt = model_and_checkpoint
+    _, x_path = csi
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("a file, not a directory")
+    out = blocker / "y.npy"
+    result = invoke("--model", "crnet", "--checkpoint", ckpt, "--input", x_path, "--output", out)
+    _one_error_line(result, f"cannot write {out}: {blocker} is not a directory")
+    assert blocker.read_text() == "a file, not a directory"
+
+    # sysfs refuses new files even to root: the probe finds that before any work
+    out = Path("/sys") / "csideploy-y.npy"
+    result = invoke("--model", "crnet", "--checkpoint", ckpt, "--input", x_path, "--output", out)
+    _one_error_line(result, f"cannot write {out}: /sys is not writable")
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def test_an_npy_header_claiming_more_than_the_file_holds_is_refused(
+    model_and_checkpoint, tmp_path: Path
+) -> None:
+    _, ckpt = model_and_checkpoint
+    forged = tmp_path / "forged.npy"
+    header = np.lib.format.header_data_from_array_1_0(np.zeros((1, 2, 32, 32), np.float32))
+    header["shape"] = (10**12, 2, 32, 32)
+    with open(forged, "wb") as fh:
+        np.lib.format.write_array_header_1_0(fh, header)
+        fh.write(b"\0" * 72)
+    assert forged.stat().st_size == 200
+    out = tmp_path / "y.npy"
+    result = invoke("--model", "crnet", "--checkpoint", ckpt, "--input", forged, "--output", out)
+    _one_error_line(
+        result,
+        f"{forged}: its header claims a float32 array of shape (1000000000000, 2, 32, 32) "
+        "(8192000000000000 bytes) but the file holds 72 bytes of data: truncated or forged",
+    )
+    assert not out.exists()
+
+
+def test_infer_refuses_csi_that_evaluate_refuses(model_and_checkpoint, tmp_path: Path) -> None:
+    from csideploy.calibration.io import load_csi
+    from csideploy.errors import DataError
+
+    _, ckpt = model_and_checkpoint
+    wild = tmp_path / "wild.npy"
+    np.save(wild, np.linspace(-500, 500, 4 * 2048, dtype=np.float32).reshape(4, 2, 32, 32))
+    with pytest.raises(DataError) as caught:
+        load_csi(wild)  # the check evaluate and train apply
+    out = tmp_path / "y.npy"
+    for part in ("full", "encoder"):
+        result = invoke("--model", "crnet", "--checkpoint", ckpt, "--part", part,
+                        "--input", wild, "--output", out)
+        _one_error_line(result, str(caught.value))
+        assert "values range over [-500, 500], outside [0, 1]" in result.stderr
+    assert not out.exists()
+
+
+def test_weights_that_overflow_give_an_error_not_a_nan_file(csi, tmp_path: Path) -> None:
+    _, x_path = csi
+    model = build("crnet", 16)
+    with torch.no_grad():  # finite weights whose products overflow float32
+        model.encoder.encoder_fc.weight.fill_(3e38)
+    ckpt = save_checkpoint(tmp_path / "huge.pt", model, metadata={})
+    out = tmp_path / "y.npy"
+    result = invoke("--model", "crnet", "--checkpoint", ckpt, "--input", x_path, "--output", out)
+    _one_error_line(result, f"crnet CR 1/16 from {ckpt} gave 20480 NaN or inf values of 20480")
+    assert "weights overflow float32; nothing written" in result.stderr
+    assert not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["huge.pt"]

@@ -36,7 +36,8 @@ REFERENCE = FIXTURES / "reference"
 
 @pytest.fixture(scope="module")
 def official() -> Path:
-    """The CLNet authors' CR 1/64 files (an outdoor model), kept under tests/fixtures."""
+    """The CLNet authors' CR 1/64 files, kept under tests/fixtures: the outdoor model (compare
+    it with the published outdoor figure, -2.19 dB, not the indoor one)."""
     if not (CLNET_CR64 / "32encoder.pth.tar").is_file():
         pytest.fail(f"test fixtures missing: expected {CLNET_CR64}")
     return CLNET_CR64
