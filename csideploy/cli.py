@@ -31,12 +31,21 @@ def models_command(as_json: bool, names: tuple[str, ...]) -> None:
         echo_json([row.as_dict() for row in rows])
         return
     header = f"{'model':<12}{'CR':>6}{'params':>12}{'encoder':>12}{'decoder':>12}"
-    click.echo(header + f"{'enc MACs':>12}{'codeword':>10}")
+    click.echo(header + f"{'enc MACs':>12}{'codeword':>10}  weights (NMSE built-in / COST2100)")
     for r in rows:
         click.echo(
             f"{r.name:<12}{'1/' + str(r.cr):>6}{r.params_total:>12,}{r.params_encoder:>12,}"
-            f"{r.params_decoder:>12,}{r.macs_encoder:>12,}{r.codeword_length:>10}"
+            f"{r.params_decoder:>12,}{r.macs_encoder:>12,}{r.codeword_length:>10}  "
+            + _weights_cell(r.weights, r.nmse_builtin_db, r.nmse_cost2100_db)
         )
+
+
+def _weights_cell(scenario: str | None, builtin: float | None, cost2100: float | None) -> str:
+    """`indoor (-17.20 / -9.10 dB)` for shipped weights, `-` otherwise."""
+    if scenario is None:
+        return "-"
+    figures = [f"{v:+.2f}" if v is not None else "-" for v in (builtin, cost2100)]
+    return f"{scenario} ({figures[0]} / {figures[1]} dB)"
 
 
 def _register_subcommands() -> None:

@@ -41,6 +41,7 @@ from torch import nn
 from csideploy.errors import CheckpointError, CsiDeployError, DataError, DivergedError, ShapeError
 from csideploy.models.noise import training_noise
 from csideploy.models.registry import CSI_SHAPE, CsiAutoencoder, build, get_entry, list_models
+from csideploy.train_init import init_weights
 
 SCHEDULERS = ("cosine", "const")
 DEVICES = ("auto", "cpu", "cuda")
@@ -199,21 +200,6 @@ class TrainResult:
         if self.stage_losses is not None:
             out["stage_losses"] = {k: list(v) for k, v in self.stage_losses.items()}
         return out
-
-
-def init_weights(model: nn.Module) -> nn.Module:
-    """The papers' initialisation: Xavier-uniform conv / linear weights, BN weight 1, bias 0.
-
-    Biases of conv and linear layers keep PyTorch's default. Returns `model` for chaining.
-    """
-    conv_or_linear = (nn.Conv1d, nn.Conv2d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.Linear)
-    for module in model.modules():
-        if isinstance(module, conv_or_linear):
-            nn.init.xavier_uniform_(module.weight)
-        elif isinstance(module, nn.modules.batchnorm._BatchNorm) and module.affine:
-            nn.init.ones_(module.weight)
-            nn.init.zeros_(module.bias)
-    return model
 
 
 def resolve_device(device: str) -> torch.device:

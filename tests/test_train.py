@@ -32,6 +32,7 @@ from csideploy.train import (
     resume_path,
     train,
 )
+from csideploy.train_init import OUTPUT_PATH_BN_WEIGHT, output_path_norms
 
 _TRAIN = "train --model crnet --cr 16 --no-progress"
 TINY = TrainConfig(epochs=3, batch_size=16, lr=5e-3, scheduler="const", device="cpu", threads=1)
@@ -117,13 +118,29 @@ def test_init_weights_sets_batchnorm_and_xavier() -> None:
     torch.manual_seed(0)
     init_weights(model)
     bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
-    assert bns
+    feature = model.decoder.decoder_feature
+    output_path = {feature.conv5x5_bn.bn, feature.CRBlock1.conv1x1.bn, feature.CRBlock2.conv1x1.bn}
+    assert len(bns) > len(output_path)
     for bn in bns:
-        assert torch.all(bn.weight == 1) and torch.all(bn.bias == 0)
+        weight = OUTPUT_PATH_BN_WEIGHT if bn in output_path else 1.0
+        assert torch.all(bn.weight == weight) and torch.all(bn.bias == 0)
     fc = model.encoder.replace_efc.weight  # Conv1d(2048, 32, 1): fan_in 2048, fan_out 32
     bound = math.sqrt(6 / (2048 + 32))
     assert fc.abs().max() <= bound
     assert fc.abs().max() > 0.9 * bound
+
+
+@pytest.mark.parametrize("name", ["crnet", "clnet", "cllwcsinet", "clnet-cl", "crnet-cl"])
+def test_first_output_has_the_spread_of_released_csi(name: str) -> None:
+    """With the output-path BatchNorms scaled down, the untrained decoder's output spreads
+    about 0.5 like per-sample scaled CSI, not like unit-spread logits."""
+    torch.manual_seed(0)
+    model = init_weights(build(name, 4)).train()
+    assert output_path_norms(model.decoder)
+    x = 0.5 + 0.03 * torch.randn(64, 2, 32, 32)
+    with torch.no_grad():
+        spread = float((model(x) - 0.5).std())
+    assert spread < 0.06, spread
 
 
 def test_fit_lowers_the_loss_and_keeps_the_best_weights(csi: np.ndarray) -> None:

@@ -35,6 +35,7 @@ from typing import IO, Any
 import torch
 
 from csideploy.errors import CheckpointError, CsiDeployError
+from csideploy.models import zoo_weights
 from csideploy.models.checkpoint_formats import SourceFile, StateDict, clean, read_file, unpack
 from csideploy.models.checkpoint_layout import (
     SIDES,
@@ -49,9 +50,8 @@ from csideploy.models.safe_pickle import plain, safe_load
 
 FORMAT = "csideploy-checkpoint"
 FORMAT_VERSION = 1
-CHECKPOINT_DIR = Path(__file__).resolve().parents[1] / "checkpoints"
-SHIPPED: Mapping[tuple[str, int], str] = {("clnet", 4): "clnet_cr4_indoor.pt"}
-"""(model, CR) -> file name under `csideploy/checkpoints/` of the checkpoints the package ships."""
+CHECKPOINT_DIR = zoo_weights.CHECKPOINT_DIR
+"""Where the shipped checkpoints live; `zoo_weights` says which files ship."""
 
 
 @dataclass(frozen=True)
@@ -174,10 +174,10 @@ def save_checkpoint(
 
 def default_checkpoint_path(name: str, cr: int) -> Path | None:
     """The checkpoint the package ships for (name, CR), or None when there is none."""
-    file_name = SHIPPED.get((name, cr))
-    if file_name is None:
+    entry = zoo_weights.find_shipped(name, cr)
+    if entry is None:
         return None
-    path = CHECKPOINT_DIR / file_name
+    path = CHECKPOINT_DIR / entry.file
     return path if path.is_file() else None
 
 
@@ -378,5 +378,5 @@ def _replace_last(text: str, old: str, new: str) -> str:
 
 
 def _shipped_cr(name: str) -> int:
-    shipped = sorted(cr for model, cr in SHIPPED if model == name)
+    shipped = zoo_weights.shipped_crs(name)
     return shipped[0] if shipped else 4

@@ -14,6 +14,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from csideploy.models.registry import CsiAutoencoder, build, get_entry
+from csideploy.models.zoo_weights import find_shipped
 
 
 def count_params(module: nn.Module) -> int:
@@ -41,8 +42,14 @@ class ModelFigures:
     macs_encoder: int
     macs_total: int
     codeword_length: int
+    weights: str | None = None
+    """Scenario of the weights the package ships for this (model, CR), or None."""
+    nmse_builtin_db: float | None = None
+    """Shipped weights' NMSE on the built-in evaluation set of their scenario."""
+    nmse_cost2100_db: float | None = None
+    """Shipped weights' NMSE on COST2100-model indoor data (indoor weights only)."""
 
-    def as_dict(self) -> dict[str, int | str]:
+    def as_dict(self) -> dict[str, int | str | float | None]:
         return asdict(self)
 
 
@@ -50,6 +57,7 @@ def figures(model: CsiAutoencoder) -> ModelFigures:
     """Params and batch-1 MACs of a built model."""
     entry = get_entry(model.model_name)
     example = torch.zeros(1, *entry.input_spec.shape)
+    shipped = find_shipped(model.model_name, model.cr)
     return ModelFigures(
         name=model.model_name,
         cr=model.cr,
@@ -59,6 +67,9 @@ def figures(model: CsiAutoencoder) -> ModelFigures:
         macs_encoder=count_macs(model.encoder, example),
         macs_total=count_macs(model, example),
         codeword_length=model.codeword_length,
+        weights=None if shipped is None else shipped.scenario,
+        nmse_builtin_db=None if shipped is None else shipped.nmse_db("builtin"),
+        nmse_cost2100_db=None if shipped is None else shipped.nmse_db("cost2100"),
     )
 
 
