@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from csideploy.calibration import synthetic as syn
-from csideploy.calibration.synthetic_dft import _angular_delay_chunk
 from csideploy.calibration.io import load_csi, load_csi_freq
+from csideploy.calibration.synthetic_dft import _angular_delay_chunk
 from csideploy.errors import OutputExistsError
 from csideploy.metrics import rho
 
