@@ -257,8 +257,8 @@ def write_cost2100_dataset(
     names["manifest"] = "cost2100_dataset.json"
     target = Path(out_dir)
     refuse_existing(target, names.values(), overwrite)
-    check_disk_space(target, dataset_bytes(counts))
-    with staged_output(target) as staging:
+    with staged_output(target) as staging:  # first: an unwritable target fails here, at once
+        check_disk_space(target, dataset_bytes(counts))
         tally = _write_batches(staging, names, counts, preset, model, seed, workers, progress)
         manifest = {
             "generator": GENERATOR_ID,

@@ -61,8 +61,8 @@ def write_synthetic_dataset(
     names["manifest"] = MANIFEST_NAME
     target = Path(out_dir)
     refuse_existing(target, names.values(), overwrite)
-    check_disk_space(target, dataset_bytes(counts))
-    with staged_output(target) as staging:
+    with staged_output(target) as staging:  # first: an unwritable target fails here, at once
+        check_disk_space(target, dataset_bytes(counts))
         _write_splits(staging, cfg, counts, seeds, names, progress)
         manifest = _manifest(cfg, n=n, seed=seed, seeds=seeds, counts=counts, names=names)
         (staging / names["manifest"]).write_text(json.dumps(manifest, indent=2) + "\n")

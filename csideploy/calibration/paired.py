@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -41,8 +40,14 @@ from typing import Any
 import numpy as np
 
 from csideploy.calibration.dataset_writer import _split_counts as synthetic_split_counts
+from csideploy.calibration.dataset_writer import dataset_bytes
 from csideploy.calibration.mat_stream import MatStreamWriter
-from csideploy.calibration.output_guard import refuse_existing
+from csideploy.calibration.output_guard import (
+    check_disk_space,
+    move_into_place,
+    refuse_existing,
+    staged_output,
+)
 from csideploy.errors import DataError
 
 UL_VARIABLE = "HT_UL"
@@ -53,7 +58,7 @@ DEFAULT_UL_RATIO = {"indoor": 5.1 / 5.3, "outdoor": 2.0 / 2.1}
 """f_UL / f_DL of the built-in presets (DualNet-MP: 5.1 / 5.3 GHz indoor, 2.0 / 2.1 GHz UMi)."""
 _UL_PHASE_STREAM = 0x0171
 
-__all__ = ["MatStreamWriter", "refuse_existing"]
+__all__ = ["MatStreamWriter", "move_into_place", "refuse_existing"]
 
 
 # --------------------------------------------------------------------------- reading
@@ -174,13 +179,6 @@ def split_counts(n: int, val_fraction: float, test_fraction: float) -> dict[str,
     return synthetic_split_counts(_check_count("n", n, 3), val_fraction, test_fraction)
 
 
-def move_into_place(staging: Path, target: Path, names: Any) -> None:
-    """Rename the staged files into `target` (each os.replace is atomic)."""
-    target.mkdir(parents=True, exist_ok=True)
-    for name in names:
-        os.replace(staging / name, target / name)
-
-
 @dataclass(frozen=True)
 class WrittenDataset:
     """Files written by `write_paired_dataset` / `write_sionna_dataset`, by role."""
@@ -228,9 +226,8 @@ def write_paired_dataset(
     names["manifest"] = "paired_dataset.json"
     target = Path(out_dir)
     refuse_existing(target, names.values(), overwrite)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f".{target.name}.", dir=target.parent) as tmp:
-        staging = Path(tmp)
+    with staged_output(target) as staging:  # first: an unwritable target fails here, at once
+        check_disk_space(target, dataset_bytes(counts, per_split=2))
         for split in ("train", "val", "test"):
             size = counts[split]
             shapes: dict[str, tuple[int, int, Any]] = {

@@ -70,7 +70,7 @@ class FileReport:
     sha256: str | None = None
     mat_format: str | None = None
     variables: dict[str, list[int]] = field(default_factory=dict)
-    note: str = ""
+    notes: list[str] = field(default_factory=list)
 
     def line(self) -> str:
         """One human-readable line."""
@@ -84,7 +84,7 @@ class FileReport:
         if self.mat_format:
             shapes = ", ".join(f"{k} {tuple(v)}" for k, v in self.variables.items())
             data = f"; MATLAB {self.mat_format}" + (f", {shapes}" if shapes else "")
-        note = f" ({self.note})" if self.note else ""
+        note = f" ({'; '.join(self.notes)})" if self.notes else ""
         return f"{self.name}: {what}, {self.size:,} bytes{data}{note}"
 
 
@@ -105,18 +105,21 @@ def sha256_file(path: Path, progress: bool = False) -> str:
     return digest.hexdigest()
 
 
-def check_file(path: Path, progress: bool = False) -> FileReport:
-    """Name `path` against the released files and describe it as data."""
+def check_file(
+    path: Path, progress: bool = False, released: dict[str, tuple[str, int]] = RELEASED
+) -> FileReport:
+    """Name `path` against the `released` files (name -> (sha256, bytes)); describe its data."""
     size = path.stat().st_size
     report = FileReport(name=path.name, size=size, status="unknown")
-    by_size = [name for name, (_h, s) in RELEASED.items() if s == size]
+    by_size = [name for name, (_h, s) in released.items() if s == size]
     if by_size:
         report.sha256 = sha256_file(path, progress)
-        match = [name for name in by_size if RELEASED[name][0] == report.sha256]
+        match = [name for name in by_size if released[name][0] == report.sha256]
         report.status = "released" if match else "modified"
         report.released_as = (match or by_size)[0]
-    elif path.name in RELEASED:
-        report.note = f"named like a released file, whose size is {RELEASED[path.name][1]:,} bytes"
+    elif path.name in released:
+        expected = released[path.name][1]
+        report.notes.append(f"named like a released file, whose size is {expected:,} bytes")
     if path.suffix.lower() == ".mat":
         _describe_mat(path, report)
     return report
@@ -136,7 +139,7 @@ def _describe_mat(path: Path, report: FileReport) -> None:
             report.mat_format = "v5"
             report.variables = {name: list(shape) for name, shape, _cls in found}
     except Exception as exc:  # a broken file is a finding, not a failure of the check
-        report.note = f"not readable as a .mat file: {type(exc).__name__}: {exc}"[:200]
+        report.notes.append(f"not readable as a .mat file: {type(exc).__name__}: {exc}"[:200])
 
 
 def _v73_shapes(path: Path) -> dict[str, list[int]]:
@@ -153,14 +156,18 @@ def _v73_shapes(path: Path) -> dict[str, list[int]]:
         }
 
 
-def check_directory(directory: str | os.PathLike[str], progress: bool = False) -> list[FileReport]:
+def check_directory(
+    directory: str | os.PathLike[str],
+    progress: bool = False,
+    released: dict[str, tuple[str, int]] = RELEASED,
+) -> list[FileReport]:
     """A report per regular file of `directory` (sorted by name); DataError if no directory."""
     root = Path(directory)
     if not root.is_dir():
         what = "is not a directory" if root.exists() else "directory not found"
         raise DataError(f"{root}: {what}")
     files = sorted(p for p in root.iterdir() if p.is_file() and not p.name.startswith("."))
-    return [check_file(p, progress) for p in files]
+    return [check_file(p, progress, released) for p in files]
 
 
 def summary(reports: list[FileReport]) -> dict[str, Any]:

@@ -155,16 +155,19 @@ def generate_blocks(
     progress: bool = False,
     return_freq: bool = False,
     workers: int | None = None,
+    block: int = BLOCK,
 ) -> Iterator[tuple[int, np.ndarray, np.ndarray | None]]:
-    """Yield (start, x, HF or None) blocks of `BLOCK` samples: `generate` in bounded memory.
+    """Yield (start, x, HF or None) blocks of `block` samples: `generate` in bounded memory.
 
     The blocks concatenated are byte for byte `generate(n, ...)` with the same arguments
     (blocks are whole chunks, each with its own stream), so a writer can stream any `n`.
+    `block` is rounded up to whole chunks.
     """
+    block = -(-_check_count("block", block, 1) // CHUNK) * CHUNK
     n, seed, workers, cfg = _checked(n, seed, workers, scenario)
     with _progress_bar(n, progress, cfg.name) as bar:
-        for start in range(0, n, BLOCK):
-            size = min(BLOCK, n - start)
+        for start in range(0, n, block):
+            size = min(block, n - start)
             x = np.empty((size, 2, N_ANTENNAS, N_DELAY), dtype=np.float32)
             hf = np.empty((size, N_ANTENNAS, N_FREQ), dtype=np.complex64) if return_freq else None
             _fill(cfg, seed, start // CHUNK, x, hf, workers, bar.update)
