@@ -23,7 +23,8 @@ def scale_per_sample(centred: np.ndarray) -> np.ndarray:
     HF_all can be scaled alike. An all-zero sample stays at 0.5.
     """
     axes = tuple(range(1, centred.ndim))
-    peak = np.maximum(np.abs(centred).max(axis=axes), _TINY)
+    # max and -min: two reductions without the temporary array np.abs would allocate
+    peak = np.maximum(np.maximum(centred.max(axis=axes), -centred.min(axis=axes)), _TINY)
     factors = (np.float32(0.5) / peak).astype(centred.dtype)
     centred *= factors.reshape(-1, *([1] * len(axes)))  # broadcasting: works for any strides
     centred += centred.dtype.type(ZERO)

@@ -16,8 +16,9 @@ parameters in `synthetic_config`, draws and closed form in `synthetic_dft`):
   with log-normal shadowing, and `subpaths` sub-paths with Laplacian angle offsets (RMS
   `angular_spread_deg`), exponential delay offsets (`intra_delay_spread_ns`) and complex
   Gaussian gains. Expected cluster powers are normalised to sum to 1 per sample.
-- The first arrival is uniform in [0, first_arrival_ns): timing is synchronised to it, which
-  is why the energy sits in the first delay rows.
+- The first arrival is uniform in [first_arrival_min_ns, first_arrival_ns). Indoor, timing is
+  synchronised to it (0-50 ns), which is why the energy sits in the first delay columns;
+  outdoor it is the UE's distance over c (200-900 ns), as in COST2100's macro cells.
 
 Spatial-frequency channel: H[n, f] = sum_p g_p e^{-j pi n sin(theta_p)} e^{-j 2pi f t_p / 1024},
 with n the antenna, f the subcarrier and t_p the delay in bins. The angular-delay CSI is the

@@ -36,6 +36,7 @@ class SyntheticConfig:
     pdp_decay_ns: float = 20.0
     shadowing_db: float = 3.0
     first_arrival_ns: float = 50.0
+    first_arrival_min_ns: float = 0.0
 
     def __post_init__(self) -> None:
         self._validate()
@@ -49,6 +50,7 @@ class SyntheticConfig:
             "intra_delay_spread_ns",
             "shadowing_db",
             "first_arrival_ns",
+            "first_arrival_min_ns",
         )
         for name in positive:
             _check_number(name, getattr(self, name), strictly_positive=True)
@@ -62,6 +64,11 @@ class SyntheticConfig:
             raise ValueError(
                 f"SyntheticConfig.clusters_min ({self.clusters_min}) exceeds "
                 f"clusters_max ({self.clusters_max})"
+            )
+        if self.first_arrival_min_ns > self.first_arrival_ns:
+            raise ValueError(
+                f"SyntheticConfig.first_arrival_min_ns ({self.first_arrival_min_ns}) exceeds "
+                f"first_arrival_ns ({self.first_arrival_ns})"
             )
         if self.sector_deg > 180.0:
             raise ValueError(f"SyntheticConfig.sector_deg must be <= 180, got {self.sector_deg}")
@@ -93,7 +100,7 @@ def _check_number(name: str, value: Any, *, strictly_positive: bool) -> None:
 
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # 5.3 GHz indoor picocell: few clusters, tens of ns of delay spread -> first delay rows.
+    # 5.3 GHz indoor picocell: few clusters, tens of ns of delay spread -> first delay columns.
     "indoor": {
         "name": "indoor",
         "carrier_hz": 5.3e9,
@@ -108,20 +115,24 @@ PRESETS: dict[str, dict[str, Any]] = {
         "shadowing_db": 3.0,
         "first_arrival_ns": 50.0,
     },
-    # 300 MHz rural: more clusters, wider angular spread, longer delays -> far less sparse.
+    # 300 MHz semi-urban / rural macro cell (COST2100 SemiUrban_300MHz, UE anywhere in a 400 m
+    # square): unsynchronised timing, the first arrival is the UE's distance (60-270 m ->
+    # 200-900 ns, delay columns 4-18); one to three far clusters, narrow in angle seen from the
+    # BS, angles over the whole half-plane (most near endfire, as with uniform azimuths).
     "outdoor": {
         "name": "outdoor",
         "carrier_hz": 300e6,
-        "clusters_min": 4,
-        "clusters_max": 8,
-        "subpaths": 8,
-        "sector_deg": 120.0,
-        "angular_spread_deg": 10.0,
-        "cluster_delay_ns": 150.0,
-        "intra_delay_spread_ns": 20.0,
-        "pdp_decay_ns": 150.0,
-        "shadowing_db": 3.0,
-        "first_arrival_ns": 50.0,
+        "clusters_min": 1,
+        "clusters_max": 3,
+        "subpaths": 10,
+        "sector_deg": 180.0,
+        "angular_spread_deg": 1.0,
+        "cluster_delay_ns": 300.0,
+        "intra_delay_spread_ns": 5.0,
+        "pdp_decay_ns": 100.0,
+        "shadowing_db": 6.0,
+        "first_arrival_ns": 900.0,
+        "first_arrival_min_ns": 200.0,
     },
 }
 

@@ -50,7 +50,8 @@ def _draw_paths(cfg: SyntheticConfig, batch: int, rng: np.random.Generator) -> P
     mean_angle = rng.uniform(-half_sector, half_sector, size=(batch, c))
     excess = rng.exponential(1.0, size=(batch, c)) * cfg.cluster_delay_ns
     excess[:, 0] = 0.0
-    first = rng.uniform(0.0, 1.0, size=(batch, 1)) * cfg.first_arrival_ns
+    span = cfg.first_arrival_ns - cfg.first_arrival_min_ns
+    first = cfg.first_arrival_min_ns + rng.uniform(0.0, 1.0, size=(batch, 1)) * span
     shadow = rng.standard_normal((batch, c)) * cfg.shadowing_db
     power = np.exp(-excess / cfg.pdp_decay_ns) * 10.0 ** (shadow / 10.0) * active
     power /= power.sum(axis=1, keepdims=True)

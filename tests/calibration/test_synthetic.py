@@ -116,6 +116,8 @@ def test_config_validation() -> None:
         syn.SyntheticConfig(subpaths=0)
     with pytest.raises(ValueError, match="sector_deg"):
         syn.SyntheticConfig(sector_deg=200.0)
+    with pytest.raises(ValueError, match="first_arrival_min_ns"):
+        syn.SyntheticConfig(first_arrival_min_ns=60.0, first_arrival_ns=50.0)
     with pytest.raises(ValueError, match="pdp_decay_ns"):
         syn.SyntheticConfig(pdp_decay_ns=float("nan"))
     with pytest.raises(ValueError, match="indoor or outdoor"):
