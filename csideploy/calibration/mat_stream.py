@@ -1,15 +1,14 @@
 """MATLAB v5 .mat files written a chunk of rows at a time, with bounded memory.
 
-Each variable is kept in a column-major temporary memory map on disk beside the output, and
-the .mat file is assembled from it in blocks, so writing N samples holds only a chunk (plus a
-block of at most ~64 MB) in memory, at the cost of the same size again in temporary disk space.
+The layout of a v5 file follows from the shapes, so the headers are written first and every
+chunk of rows goes straight to its column-major place in the file: writing N samples holds only
+the chunk in memory and needs no disk beyond the file itself.
 A v5 variable is limited to 2**32 bytes: at most 524,287 samples of 2048 float32 values per file.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import struct
 import tempfile
 import time
@@ -22,7 +21,6 @@ import numpy as np
 
 from csideploy.errors import DataError, ShapeError
 
-_BLOCK_BYTES = 64 * 2**20
 _MAX_ELEMENT_BYTES = 2**32 - 1
 
 # MAT v5 constants (MATLAB "MAT-File Format", level 5).
@@ -58,9 +56,11 @@ class MatStreamWriter:
     """Write 2-D MATLAB v5 matrices of known shape, a chunk of rows at a time.
 
     `variables` maps name -> (rows, cols, dtype) with dtype float32, float64, complex64 or
-    complex128. Rows are appended with `write(name, start, block)`; `close()` assembles the
-    file at `path` (through a temporary file and `os.replace`, so a reader never sees half a
-    file) and removes the temporary maps. Every row must have been written once.
+    complex128. The file's layout is fixed by the shapes, so the headers are written first and
+    each `write(name, start, block)` puts its rows straight at their column-major offsets
+    (one positioned write per column): memory holds only the block, and disk only the file.
+    The file is built under a temporary name and moved to `path` by `close()` (os.replace, so
+    a reader never sees half a file). Every row must have been written once.
     """
 
     def __init__(
@@ -74,21 +74,30 @@ class MatStreamWriter:
             for name, (rows, cols, dtype) in variables.items()
         }
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._tmpdir = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.", dir=self.path.parent))
-        self._maps: dict[str, list[np.memmap]] = {}
-        self._written: dict[str, int] = {}
+        self._fd, tmp = tempfile.mkstemp(
+            prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent
+        )
+        self._tmp = Path(tmp)
+        self._offsets: dict[str, list[int]] = {}
+        self._written = dict.fromkeys(self._vars, 0)
+        try:
+            self._write_headers()
+        except BaseException:
+            self.abort()
+            raise
+
+    def _write_headers(self) -> None:
+        """The file header and each variable's tags; the data regions are left as holes."""
+        offset = os.pwrite(self._fd, _header(), 0)
         for name, var in self._vars.items():
-            parts = ("re", "im") if var.complex_ else ("re",)
-            self._maps[name] = [
-                np.memmap(
-                    self._tmpdir / f"{name}.{part}",
-                    dtype=var.dtype,
-                    mode="w+",
-                    shape=(var.cols, var.rows),
-                )
-                for part in parts
-            ]
-            self._written[name] = 0
+            head = _variable_header(var)
+            offset += os.pwrite(self._fd, head, offset)
+            self._offsets[name] = []
+            for _part in range(2 if var.complex_ else 1):
+                offset += os.pwrite(self._fd, _data_tag(var), offset)
+                self._offsets[name].append(offset)
+                offset += var.part_bytes + _pad8(var.part_bytes)
+        os.ftruncate(self._fd, offset)
 
     @staticmethod
     def _variable(name: str, rows: int, cols: int, dtype: np.dtype) -> _Variable:
@@ -121,14 +130,16 @@ class MatStreamWriter:
                 f"{name}: block of shape {block.shape} at row {start} does not fit "
                 f"({var.rows}, {var.cols})"
             )
-        maps = self._maps[name]
-        maps[0][:, start : start + len(block)] = block.real.T
-        if var.complex_:
-            maps[1][:, start : start + len(block)] = block.imag.T
+        parts = (block.real, block.imag) if var.complex_ else (block.real,)
+        size = var.dtype.itemsize
+        for base, part in zip(self._offsets[name], parts, strict=True):
+            columns = np.ascontiguousarray(part.T, dtype=var.dtype.newbyteorder("<"))
+            for col in range(var.cols):  # column-major: column `col` holds rows contiguously
+                os.pwrite(self._fd, columns[col].tobytes(), base + (col * var.rows + start) * size)
         self._written[name] += len(block)
 
     def close(self) -> Path:
-        """Assemble the .mat file; returns its path."""
+        """Finish the file and move it to `path`; returns the path."""
         missing = {
             n: v.rows - self._written[n]
             for n, v in self._vars.items()
@@ -137,29 +148,23 @@ class MatStreamWriter:
         if missing:
             self.abort()
             raise DataError(f"{self.path}: rows not written (or written twice): {missing}")
-        fd, tmp = tempfile.mkstemp(
-            prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent
-        )
         try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(_header())
-                for name, var in self._vars.items():
-                    self._write_variable(fh, var, self._maps[name])
-                fh.flush()
-                os.fsync(fh.fileno())
-            _chmod_default(tmp)
-            os.replace(tmp, self.path)
+            os.fsync(self._fd)
+            os.close(self._fd)
+            self._fd = -1
+            _chmod_default(str(self._tmp))
+            os.replace(self._tmp, self.path)
         except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        finally:
             self.abort()
+            raise
         return self.path
 
     def abort(self) -> None:
-        """Drop the temporary maps (nothing is written at `path`)."""
-        self._maps = {name: [] for name in self._maps}
-        shutil.rmtree(self._tmpdir, ignore_errors=True)
+        """Drop the temporary file (nothing is written at `path`)."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        self._tmp.unlink(missing_ok=True)
 
     def __enter__(self) -> MatStreamWriter:
         return self
@@ -168,25 +173,27 @@ class MatStreamWriter:
         if exc_type is not None:
             self.abort()
 
-    @staticmethod
-    def _write_variable(fh: Any, var: _Variable, maps: list[np.memmap]) -> None:
-        name = var.name.encode("ascii")
-        is_double = var.dtype == np.float64
-        flags = (_MX_DOUBLE_CLASS if is_double else _MX_SINGLE_CLASS) | (
-            _COMPLEX_FLAG if var.complex_ else 0
-        )
-        fh.write(struct.pack("<II", _MI_MATRIX, var.element_bytes()))
-        fh.write(struct.pack("<IIII", _MI_UINT32, 8, flags, 0))
-        fh.write(struct.pack("<IIii", _MI_INT32, 8, var.rows, var.cols))
-        fh.write(struct.pack("<II", _MI_INT8, len(name)) + name + b"\0" * _pad8(len(name)))
-        per_block = max(1, _BLOCK_BYTES // max(1, var.rows * var.dtype.itemsize))
-        for part in maps:
-            fh.write(struct.pack("<II", _MI_DOUBLE if is_double else _MI_SINGLE, var.part_bytes))
-            for j in range(0, var.cols, per_block):
-                # Column-major data = rows of the (cols, rows) map, already contiguous.
-                block = part[j : j + per_block]
-                fh.write(np.ascontiguousarray(block, dtype=var.dtype.newbyteorder("<")).tobytes())
-            fh.write(b"\0" * _pad8(var.part_bytes))
+
+def _variable_header(var: _Variable) -> bytes:
+    """The miMATRIX tag, array flags, dimensions and name of `var`."""
+    name = var.name.encode("ascii")
+    is_double = var.dtype == np.float64
+    flags = (_MX_DOUBLE_CLASS if is_double else _MX_SINGLE_CLASS) | (
+        _COMPLEX_FLAG if var.complex_ else 0
+    )
+    return (
+        struct.pack("<II", _MI_MATRIX, var.element_bytes())
+        + struct.pack("<IIII", _MI_UINT32, 8, flags, 0)
+        + struct.pack("<IIii", _MI_INT32, 8, var.rows, var.cols)
+        + struct.pack("<II", _MI_INT8, len(name))
+        + name
+        + b"\0" * _pad8(len(name))
+    )
+
+
+def _data_tag(var: _Variable) -> bytes:
+    """The tag in front of one data part (real or imaginary)."""
+    return struct.pack("<II", _MI_DOUBLE if var.dtype == np.float64 else _MI_SINGLE, var.part_bytes)
 
 
 def _header() -> bytes:

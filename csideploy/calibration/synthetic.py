@@ -86,8 +86,9 @@ __all__ = [
 
 CHUNK = 256
 """Samples generated per chunk. Fixed: output bytes depend on it, not on memory or threads."""
-BLOCK = 32 * CHUNK
-"""Samples per block of `generate_blocks` (64 MiB of CSI): what a streaming writer holds."""
+BLOCK = 8 * CHUNK
+"""Samples per block of `generate_blocks` (16 MiB of CSI, 64 MiB of HF_all): what a streaming
+writer holds in memory."""
 
 GENERATOR_ID = "csideploy.synthetic/2"
 """/2: released convention (per-sample scaling, centred angle bins); /1 scaled per data set."""
