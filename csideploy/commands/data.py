@@ -39,7 +39,7 @@ COST2100_ONLY = ("cost2100_dir", "workers")
 
 @click.group("data")
 def data_group() -> None:
-    """CSI datasets: synthetic data in the COST2100 file layout."""
+    """CSI datasets in the COST2100 file layout: make them (synth), check downloads (check)."""
 
 
 def _sionna_options(command: Any) -> Any:

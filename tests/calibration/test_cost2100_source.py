@@ -7,6 +7,9 @@ Indoor draws take about 1.7 s per sample, so the test writes three samples.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -82,3 +85,18 @@ def test_batches_cover_every_sample() -> None:
     assert batch_sizes(3, 2) == [1, 1, 1]
     assert sum(batch_sizes(20000, 8)) == 20000 and max(batch_sizes(20000, 8)) == 25
     assert len(batch_sizes(40, 2)) == 8
+
+
+def test_missing_octave_is_one_error_line(tmp_path: Path) -> None:
+    """A real process whose PATH holds no Octave: one error line saying how to install it."""
+    env = {**os.environ, "PATH": str(tmp_path)}
+    out = tmp_path / "o"
+    command = [sys.executable, "-c", "from csideploy.cli import main; main()", "data", "synth"]
+    args = ["--source", "cost2100", "--cost2100-dir", str(MODEL), "-n", "3", "-o", str(out)]
+    proc = subprocess.run([*command, *args], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        "error: --source cost2100 needs GNU Octave (e.g. apt-get install "
+        "--no-install-recommends octave)"
+    )
+    assert not out.exists()
