@@ -58,7 +58,7 @@ DEFAULT_UL_RATIO = {"indoor": 5.1 / 5.3, "outdoor": 2.0 / 2.1}
 """f_UL / f_DL of the built-in presets (DualNet-MP: 5.1 / 5.3 GHz indoor, 2.0 / 2.1 GHz UMi)."""
 _UL_PHASE_STREAM = 0x0171
 
-__all__ = ["MatStreamWriter", "move_into_place", "refuse_existing"]
+__all__ = ["MatStreamWriter", "dataset_bytes", "move_into_place", "refuse_existing"]
 
 
 # --------------------------------------------------------------------------- reading
