@@ -62,6 +62,7 @@ from typing import Any
 
 import numpy as np
 
+from csideploy.calibration.output_guard import check_disk_space, staged_output
 from csideploy.calibration.paired import (
     DL_VARIABLE,
     UL_VARIABLE,
@@ -73,7 +74,6 @@ from csideploy.calibration.paired import (
     refuse_existing,
     split_counts,
 )
-from csideploy.calibration.output_guard import check_disk_space, staged_output
 from csideploy.errors import CsiDeployError, MissingDependencyError
 
 SIONNA_EXTRA_HINT = "pip install 'csideploy[sionna]'"
