@@ -73,3 +73,11 @@ def test_disk_check_names_bytes_needed_and_free(tmp_path: Path) -> None:
     check_disk_space(tmp_path / "new" / "dir", 1024)  # fits: no error
     with pytest.raises(OutputError, match=r"needs 1,000,000,000,000,000,000 bytes .* free on"):
         check_disk_space(tmp_path / "new" / "dir", 10**18)
+
+
+def test_splits_over_4_gib_get_a_v73_writer(tmp_path: Path) -> None:
+    """600,000 samples do not fit MATLAB v5; the writer is v7.3 (HDF5 allocates lazily)."""
+    writer = open_mat_writer(tmp_path / "big.mat", {"HT": (600_000, 2048, np.float32)})
+    assert isinstance(writer, Mat73StreamWriter)
+    writer.abort()
+    assert list(tmp_path.iterdir()) == []
