@@ -19,13 +19,14 @@ from typing import Any
 
 import numpy as np
 
+from csideploy.calibration.mat_stream import AbortsOnError
 from csideploy.errors import DataError, MissingDependencyError, ShapeError
 
 _USERBLOCK = 512
 _ROWS_PER_CHUNK = 256
 
 
-class Mat73StreamWriter:
+class Mat73StreamWriter(AbortsOnError):
     """The v7.3 counterpart of `mat_stream.MatStreamWriter` (same methods, same guarantees)."""
 
     def __init__(
@@ -100,13 +101,6 @@ class Mat73StreamWriter:
         with contextlib.suppress(Exception):  # already closed
             self._file.close()
         self._tmp.unlink(missing_ok=True)
-
-    def __enter__(self) -> Mat73StreamWriter:
-        return self
-
-    def __exit__(self, exc_type: object, *_: object) -> None:
-        if exc_type is not None:
-            self.abort()
 
 
 def _import_h5py(path: Path) -> Any:

@@ -15,7 +15,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -52,7 +52,25 @@ class _Variable:
         return 16 + 16 + 8 + name + _pad8(name) + data * (2 if self.complex_ else 1)
 
 
-class MatStreamWriter:
+_Writer = TypeVar("_Writer", bound="AbortsOnError")
+
+
+class AbortsOnError:
+    """A streaming writer used as a context manager drops its temporary file on an error."""
+
+    def abort(self) -> None:
+        """Drop what was written so far (each writer says how)."""
+        raise NotImplementedError
+
+    def __enter__(self: _Writer) -> _Writer:
+        return self
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        if exc_type is not None:
+            self.abort()
+
+
+class MatStreamWriter(AbortsOnError):
     """Write 2-D MATLAB v5 matrices of known shape, a chunk of rows at a time.
 
     `variables` maps name -> (rows, cols, dtype) with dtype float32, float64, complex64 or
@@ -165,13 +183,6 @@ class MatStreamWriter:
             os.close(self._fd)
             self._fd = -1
         self._tmp.unlink(missing_ok=True)
-
-    def __enter__(self) -> MatStreamWriter:
-        return self
-
-    def __exit__(self, exc_type: object, *_: object) -> None:
-        if exc_type is not None:
-            self.abort()
 
 
 def _variable_header(var: _Variable) -> bytes:
