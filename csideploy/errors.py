@@ -56,3 +56,7 @@ class OutputExistsError(CsiDeployError, FileExistsError):
 
 class BundleError(CsiDeployError):
     """A handset bundle (directory or tarball) that is malformed, unsafe or fails verification."""
+
+
+class OutputError(CsiDeployError):
+    """An output location that cannot be written: no permission, or not enough disk space."""

@@ -10,7 +10,8 @@ File layout. A paired split is one COST2100-style MATLAB v5 file holding two var
 - `HT_UL`: the UPLINK CSI of the same N drops, same shape, layout and scale.
 
 Rows are `[real 1024 | imag 1024]` of the 32 angle x 32 delay matrix, values in [0, 1] with
-0.5 meaning zero; DL and UL share one scale so their relative amplitude is kept.
+0.5 meaning zero; each link of each sample is scaled by its own largest component (the
+released convention), so the DL is exactly what the single-link generator writes.
 `load_paired(path)` returns both as (N, 2, 32, 32).
 
 Built-in generator (`generate_paired`, `write_paired_dataset`). It reuses the synthetic
@@ -25,31 +26,29 @@ are not. Default UL carriers follow the DualNet-MP seed's separations: 5.1 GHz U
 5.3 GHz indoor preset, and f_DL * 2.0 / 2.1 for the outdoor preset (its UMi band was 2.0 / 2.1
 GHz).
 
-Memory. `MatStreamWriter` writes MATLAB v5 matrices chunk by chunk: each variable is kept in a
-column-major temporary memory map on disk beside the output, and the .mat file is assembled
-from it in blocks, so writing N samples holds only a chunk (plus a block of at most ~64 MB) in
-memory, at the cost of the same size again in temporary disk space. A v5 variable is limited to
-2**32 bytes: at most 524,287 samples of 2048 float32 values per file.
+Memory. Files are written through `mat_stream.MatStreamWriter`, a chunk of rows at a time.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
-import struct
-import tempfile
-import time
-from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from csideploy.calibration.synthetic import _refuse_existing as synthetic_refuse_existing
-from csideploy.calibration.synthetic import _split_counts as synthetic_split_counts
-from csideploy.errors import DataError, ShapeError
+from csideploy.calibration.dataset_writer import _split_counts as synthetic_split_counts
+from csideploy.calibration.dataset_writer import dataset_bytes
+from csideploy.calibration.mat_stream import MatStreamWriter
+from csideploy.calibration.output_guard import (
+    check_disk_space,
+    move_into_place,
+    refuse_existing,
+    staged_output,
+)
+from csideploy.errors import DataError
 
 UL_VARIABLE = "HT_UL"
 DL_VARIABLE = "HT"
@@ -58,185 +57,8 @@ PAIRED_GENERATOR_ID = "csideploy.paired/1"
 DEFAULT_UL_RATIO = {"indoor": 5.1 / 5.3, "outdoor": 2.0 / 2.1}
 """f_UL / f_DL of the built-in presets (DualNet-MP: 5.1 / 5.3 GHz indoor, 2.0 / 2.1 GHz UMi)."""
 _UL_PHASE_STREAM = 0x0171
-_BLOCK_BYTES = 64 * 2**20
-_MAX_ELEMENT_BYTES = 2**32 - 1
 
-# MAT v5 constants (MATLAB "MAT-File Format", level 5).
-_MI_INT8, _MI_INT32, _MI_UINT32, _MI_SINGLE, _MI_DOUBLE, _MI_MATRIX = 1, 5, 6, 7, 9, 14
-_MX_DOUBLE_CLASS, _MX_SINGLE_CLASS = 6, 7
-_COMPLEX_FLAG = 0x0800
-
-
-# --------------------------------------------------------------------------- .mat writer
-
-
-def _pad8(n: int) -> int:
-    return (8 - n % 8) % 8
-
-
-@dataclass(frozen=True)
-class _Variable:
-    name: str
-    rows: int
-    cols: int
-    dtype: np.dtype
-    complex_: bool
-
-    @property
-    def part_bytes(self) -> int:
-        return self.rows * self.cols * self.dtype.itemsize
-
-    def element_bytes(self) -> int:
-        """Bytes of the miMATRIX payload: flags, dims, name and one or two data parts."""
-        name = len(self.name.encode("ascii"))
-        data = 8 + self.part_bytes + _pad8(self.part_bytes)
-        return 16 + 16 + 8 + name + _pad8(name) + data * (2 if self.complex_ else 1)
-
-
-class MatStreamWriter:
-    """Write 2-D MATLAB v5 matrices of known shape, a chunk of rows at a time.
-
-    `variables` maps name -> (rows, cols, dtype) with dtype float32, float64, complex64 or
-    complex128. Rows are appended with `write(name, start, block)`; `close()` assembles the
-    file at `path` (through a temporary file and `os.replace`, so a reader never sees half a
-    file) and removes the temporary maps. Every row must have been written once.
-    """
-
-    def __init__(
-        self,
-        path: str | os.PathLike[str],
-        variables: Mapping[str, tuple[int, int, Any]],
-    ) -> None:
-        self.path = Path(path)
-        self._vars = {
-            name: self._variable(name, rows, cols, np.dtype(dtype))
-            for name, (rows, cols, dtype) in variables.items()
-        }
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._tmpdir = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.", dir=self.path.parent))
-        self._maps: dict[str, list[np.memmap]] = {}
-        self._written: dict[str, int] = {}
-        for name, var in self._vars.items():
-            parts = ("re", "im") if var.complex_ else ("re",)
-            self._maps[name] = [
-                np.memmap(
-                    self._tmpdir / f"{name}.{part}",
-                    dtype=var.dtype,
-                    mode="w+",
-                    shape=(var.cols, var.rows),
-                )
-                for part in parts
-            ]
-            self._written[name] = 0
-
-    @staticmethod
-    def _variable(name: str, rows: int, cols: int, dtype: np.dtype) -> _Variable:
-        if not name.isidentifier() or name.startswith("_") or not name.isascii():
-            raise ValueError(f"{name!r} is not a valid MATLAB variable name")
-        if rows < 1 or cols < 1:
-            raise ShapeError(f"{name}: shape ({rows}, {cols}) is empty")
-        kinds = {
-            np.dtype(np.float32): np.float32,
-            np.dtype(np.float64): np.float64,
-            np.dtype(np.complex64): np.float32,
-            np.dtype(np.complex128): np.float64,
-        }
-        if dtype not in kinds:
-            raise ValueError(f"{name}: dtype {dtype} is not float32/64 or complex64/128")
-        var = _Variable(name, rows, cols, np.dtype(kinds[dtype]), dtype.kind == "c")
-        if var.element_bytes() > _MAX_ELEMENT_BYTES:
-            raise DataError(
-                f"{name}: {rows} x {cols} {dtype} exceeds the 4 GiB limit of a MATLAB v5 "
-                "variable; write fewer samples per file"
-            )
-        return var
-
-    def write(self, name: str, start: int, block: np.ndarray) -> None:
-        """Rows `start : start + len(block)` of variable `name`."""
-        var = self._vars[name]
-        block = np.asarray(block).reshape(len(block), -1)
-        if block.shape[1] != var.cols or start < 0 or start + len(block) > var.rows:
-            raise ShapeError(
-                f"{name}: block of shape {block.shape} at row {start} does not fit "
-                f"({var.rows}, {var.cols})"
-            )
-        maps = self._maps[name]
-        maps[0][:, start : start + len(block)] = block.real.T
-        if var.complex_:
-            maps[1][:, start : start + len(block)] = block.imag.T
-        self._written[name] += len(block)
-
-    def close(self) -> Path:
-        """Assemble the .mat file; returns its path."""
-        missing = {
-            n: v.rows - self._written[n]
-            for n, v in self._vars.items()
-            if self._written[n] != v.rows
-        }
-        if missing:
-            self.abort()
-            raise DataError(f"{self.path}: rows not written (or written twice): {missing}")
-        fd, tmp = tempfile.mkstemp(
-            prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent
-        )
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(_header())
-                for name, var in self._vars.items():
-                    self._write_variable(fh, var, self._maps[name])
-                fh.flush()
-                os.fsync(fh.fileno())
-            _chmod_default(tmp)
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        finally:
-            self.abort()
-        return self.path
-
-    def abort(self) -> None:
-        """Drop the temporary maps (nothing is written at `path`)."""
-        self._maps = {name: [] for name in self._maps}
-        shutil.rmtree(self._tmpdir, ignore_errors=True)
-
-    def __enter__(self) -> MatStreamWriter:
-        return self
-
-    def __exit__(self, exc_type: object, *_: object) -> None:
-        if exc_type is not None:
-            self.abort()
-
-    @staticmethod
-    def _write_variable(fh: Any, var: _Variable, maps: list[np.memmap]) -> None:
-        name = var.name.encode("ascii")
-        is_double = var.dtype == np.float64
-        flags = (_MX_DOUBLE_CLASS if is_double else _MX_SINGLE_CLASS) | (
-            _COMPLEX_FLAG if var.complex_ else 0
-        )
-        fh.write(struct.pack("<II", _MI_MATRIX, var.element_bytes()))
-        fh.write(struct.pack("<IIII", _MI_UINT32, 8, flags, 0))
-        fh.write(struct.pack("<IIii", _MI_INT32, 8, var.rows, var.cols))
-        fh.write(struct.pack("<II", _MI_INT8, len(name)) + name + b"\0" * _pad8(len(name)))
-        per_block = max(1, _BLOCK_BYTES // max(1, var.rows * var.dtype.itemsize))
-        for part in maps:
-            fh.write(struct.pack("<II", _MI_DOUBLE if is_double else _MI_SINGLE, var.part_bytes))
-            for j in range(0, var.cols, per_block):
-                # Column-major data = rows of the (cols, rows) map, already contiguous.
-                block = part[j : j + per_block]
-                fh.write(np.ascontiguousarray(block, dtype=var.dtype.newbyteorder("<")).tobytes())
-            fh.write(b"\0" * _pad8(var.part_bytes))
-
-
-def _header() -> bytes:
-    text = (f"MATLAB 5.0 MAT-file, Platform: csideploy, Created on: {time.asctime()}").encode()
-    return text[:116].ljust(116, b" ") + b"\0" * 8 + struct.pack("<H", 0x0100) + b"IM"
-
-
-def _chmod_default(path: str) -> None:
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
+__all__ = ["MatStreamWriter", "dataset_bytes", "move_into_place", "refuse_existing"]
 
 
 # --------------------------------------------------------------------------- reading
@@ -322,7 +144,6 @@ def _paired_chunks(
 
     n, seed = _check_count("n", n, 1), _check_count("seed", seed, 0)
     cfg = syn._config(scenario)
-    scale = float(cfg.scale)
     ratio = _ul_ratio(cfg.name, ul_carrier_hz, cfg.carrier_hz)
     with progress_bar(n, progress, f"paired {cfg.name}") as bar:
         for index, start in enumerate(range(0, n, syn.CHUNK)):
@@ -333,9 +154,9 @@ def _paired_chunks(
             )
             dl = np.empty((size, 2, 32, 32), dtype=np.float32)
             ul = np.empty_like(dl)
-            syn._csi_into(dl, paths, scale)
-            syn._csi_into(ul, _uplink_paths(paths, ratio, phase_rng), scale)
-            hf = syn._freq_chunk(paths) * np.float32(scale) if with_freq else None
+            factors = syn._csi_into(dl, paths)
+            syn._csi_into(ul, _uplink_paths(paths, ratio, phase_rng))
+            hf = syn._freq_chunk(paths) * factors[:, None, None] if with_freq else None
             yield start, dl, ul, hf
             bar.update(size)
 
@@ -356,17 +177,6 @@ def progress_bar(total: int, enabled: bool, desc: str) -> Any:
 def split_counts(n: int, val_fraction: float, test_fraction: float) -> dict[str, int]:
     """Samples per split (train, val, test); each gets at least one, or a ValueError."""
     return synthetic_split_counts(_check_count("n", n, 3), val_fraction, test_fraction)
-
-
-refuse_existing = synthetic_refuse_existing
-"""OutputExistsError when a file to be written exists and `overwrite` is off."""
-
-
-def move_into_place(staging: Path, target: Path, names: Any) -> None:
-    """Rename the staged files into `target` (each os.replace is atomic)."""
-    target.mkdir(parents=True, exist_ok=True)
-    for name in names:
-        os.replace(staging / name, target / name)
 
 
 @dataclass(frozen=True)
@@ -416,9 +226,8 @@ def write_paired_dataset(
     names["manifest"] = "paired_dataset.json"
     target = Path(out_dir)
     refuse_existing(target, names.values(), overwrite)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f".{target.name}.", dir=target.parent) as tmp:
-        staging = Path(tmp)
+    with staged_output(target) as staging:  # first: an unwritable target fails here, at once
+        check_disk_space(target, dataset_bytes(counts, per_split=2))
         for split in ("train", "val", "test"):
             size = counts[split]
             shapes: dict[str, tuple[int, int, Any]] = {
@@ -453,7 +262,7 @@ def write_paired_dataset(
             "split_seeds": seeds,
             "counts": counts,
             "files": names,
-            "scale": cfg.scale,
+            "scaling": "per sample: x / (2 max |x|) + 0.5, each link",
             "zero_offset": 0.5,
         }
         (staging / names["manifest"]).write_text(json.dumps(manifest, indent=2) + "\n")

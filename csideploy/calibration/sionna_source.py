@@ -54,7 +54,6 @@ import contextlib
 import json
 import math
 import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -63,11 +62,13 @@ from typing import Any
 
 import numpy as np
 
+from csideploy.calibration.output_guard import check_disk_space, staged_output
 from csideploy.calibration.paired import (
     DL_VARIABLE,
     UL_VARIABLE,
     MatStreamWriter,
     WrittenDataset,
+    dataset_bytes,
     move_into_place,
     progress_bar,
     refuse_existing,
@@ -446,9 +447,8 @@ def write_sionna_dataset(
     names["manifest"] = "sionna_dataset.json"
     target = Path(out_dir)
     refuse_existing(target, names.values(), overwrite)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f".{target.name}.", dir=target.parent) as tmp:
-        staging = Path(tmp)
+    with staged_output(target) as staging:  # an unwritable target fails here, at once
+        check_disk_space(target, dataset_bytes(counts, per_split=3))
         for split in ("train", "val", "test"):
             _write_split(
                 staging, names, split, counts[split], seeds[split], config, chunk, progress

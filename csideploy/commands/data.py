@@ -16,7 +16,11 @@ _FRACTION = click.FloatRange(0, 1, min_open=True, max_open=True)
 _POSITIVE = click.FloatRange(0, min_open=True)
 # Kept literal so that `csideploy --help` does not import numpy; a test checks them against
 # csideploy.calibration.sionna_source.SCENARIOS / ARRAYS.
-SCENARIOS = {"builtin": ("indoor", "outdoor"), "sionna": ("uma", "umi", "rma")}
+SCENARIOS = {
+    "builtin": ("indoor", "outdoor"),
+    "sionna": ("uma", "umi", "rma"),
+    "cost2100": ("indoor", "outdoor"),
+}
 SIONNA_ARRAYS = ("ula", "upa-xpol")
 SIONNA_ONLY = (
     "los",
@@ -29,11 +33,13 @@ SIONNA_ONLY = (
     "chunk",
 )
 """Parameters of the Sionna generator that the built-in one does not have."""
+COST2100_ONLY = ("cost2100_dir", "workers")
+"""Parameters of the COST2100 source only."""
 
 
 @click.group("data")
 def data_group() -> None:
-    """CSI datasets: synthetic data in the COST2100 file layout."""
+    """CSI datasets in the COST2100 file layout: make them (synth), check downloads (check)."""
 
 
 def _sionna_options(command: Any) -> Any:
@@ -106,15 +112,28 @@ def _sionna_options(command: Any) -> Any:
     type=click.Choice(list(SCENARIOS)),
     default="builtin",
     show_default=True,
-    help="Built-in clustered-multipath generator, or 3GPP TR 38.901 channels via Sionna "
-    "(the optional 'sionna' extra).",
+    help="Built-in clustered-multipath generator, 3GPP TR 38.901 channels via Sionna "
+    "(the optional 'sionna' extra), or the COST2100 model under GNU Octave.",
+)
+@click.option(
+    "--cost2100-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="COST2100 only: the model's MATLAB code (the folder with cost2100.m, or its parent).",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="COST2100 only: Octave processes run at once.",
 )
 @click.option(
     "--scenario",
     type=click.Choice([s for names in SCENARIOS.values() for s in names]),
     default=None,
-    help="builtin: indoor (5.3 GHz picocell) or outdoor (300 MHz rural); sionna: uma, umi "
-    "or rma [default: indoor / uma].",
+    help="builtin / cost2100: indoor (5.3 GHz picocell) or outdoor (300 MHz rural); sionna: "
+    "uma, umi or rma [default: indoor / uma].",
 )
 @click.option(
     "-n",
@@ -159,12 +178,16 @@ def _sionna_options(command: Any) -> Any:
     "DL x 2.0/2.1, e.g. 0.286 for builtin outdoor, 3.333 for sionna at 3.5].",
 )
 @_sionna_options
-@click.option("--force", is_flag=True, help="Replace existing files.")
+@click.option(
+    "--force", is_flag=True, help="Replace the files of a data set csideploy wrote there."
+)
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @reports_errors
 def synth_command(
     source: str,
+    cost2100_dir: Path | None,
+    workers: int,
     scenario: str | None,
     n: int,
     out_dir: Path,
@@ -182,9 +205,17 @@ def synth_command(
 
     Splits are DATA_H{train,val,test}{in|out}.mat (HT, float32 N x 2048) plus the test
     split's DATA_HtestF*_all.mat and a JSON manifest. Sionna data use the `out` names.
+    --source cost2100 runs the COST2100 model (GPL-3, not included in the package; e.g.
+    third_party/cost2100 of the repository) under GNU Octave in --workers processes.
     """
     scenario = _scenario_for(source, scenario)
     _refuse_unused_options(source, paired, ul_carrier_ghz)
+    if source == "cost2100":
+        if cost2100_dir is None:
+            raise click.UsageError("--source cost2100 needs --cost2100-dir DIR (the model's code)")
+        if paired:
+            raise click.UsageError("--paired applies to --source builtin or sionna only")
+        sionna = {"cost2100_dir": cost2100_dir, "workers": workers}
     common: dict[str, Any] = {
         "scenario": scenario,
         "n": n,
@@ -228,13 +259,15 @@ def _refuse_unused_options(source: str, paired: bool, ul_carrier_ghz: float | No
     """A usage error for options the chosen generator would ignore, rather than ignoring them."""
     ctx = click.get_current_context()
     given = {ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT}
-    if source == "builtin":
-        for param in ctx.command.params:
-            if param.name in SIONNA_ONLY and ctx.get_parameter_source(param.name) in given:
-                raise click.UsageError(
-                    f"{param.opts[0]} applies to --source sionna only; the built-in "
-                    "generator has no such setting"
-                )
+    owners = {name: "sionna" for name in SIONNA_ONLY}
+    owners.update({name: "cost2100" for name in COST2100_ONLY})
+    for param in ctx.command.params:
+        owner = owners.get(param.name or "")
+        if owner and owner != source and ctx.get_parameter_source(param.name) in given:
+            raise click.UsageError(
+                f"{param.opts[0]} applies to --source {owner} only; --source {source} has no "
+                "such setting"
+            )
     if ul_carrier_ghz is not None and not paired:
         raise click.UsageError("--ul-carrier-ghz applies to paired data only; add --paired")
 
@@ -248,6 +281,11 @@ def _write(
     sionna: dict[str, Any],
 ) -> dict[str, Any]:
     """Run the generator the options select; returns `_summary` of what it wrote."""
+    if source == "cost2100":
+        from csideploy.calibration.cost2100_source import write_cost2100_dataset
+
+        files = write_cost2100_dataset(out_dir, **sionna, **common)
+        return _summary(source, paired, files, json.loads(files["manifest"].read_text()))
     if source == "sionna":
         from csideploy.calibration.paired import DEFAULT_UL_RATIO
         from csideploy.calibration.sionna_source import write_sionna_dataset
@@ -277,7 +315,8 @@ def _summary(
 ) -> dict[str, Any]:
     """What was written: source, scenario, variables per split file, carriers, counts, files."""
     config = manifest.get("config", {})
-    dl_hz = manifest.get("dl_carrier_hz", config.get("carrier_hz"))
+    band = manifest.get("settings", {}).get("band_hz")
+    dl_hz = manifest.get("dl_carrier_hz", config.get("carrier_hz", band and sum(band) / 2))
     ul_hz = manifest.get("ul_carrier_hz")
     scenario = manifest.get("scenario", config.get("scenario"))
     return {
@@ -311,4 +350,7 @@ def _headline(summary: dict[str, Any]) -> str:
 
 
 def register(group: click.Group) -> None:
+    from csideploy.commands.data_check import check_command
+
+    data_group.add_command(check_command)
     group.add_command(data_group)

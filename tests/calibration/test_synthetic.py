@@ -11,6 +11,7 @@ import pytest
 
 from csideploy.calibration import synthetic as syn
 from csideploy.calibration.io import load_csi, load_csi_freq
+from csideploy.calibration.synthetic_dft import _angular_delay_chunk
 from csideploy.errors import OutputExistsError
 from csideploy.metrics import rho
 
@@ -45,7 +46,7 @@ def test_shape_dtype_and_range(scenario: str) -> None:
 def test_closed_form_matches_explicit_2d_dft(scenario: str) -> None:
     cfg = syn.SyntheticConfig.preset(scenario)
     paths = syn._draw_paths(cfg, 6, syn._rng(11, 0))
-    fast = syn._angular_delay_chunk(paths)
+    fast = _angular_delay_chunk(paths)
     slow = syn.angular_delay_reference(paths)
     assert np.abs(fast - slow).max() <= 1e-5 * np.abs(slow).max()
 
@@ -59,7 +60,7 @@ def test_closed_form_holds_next_to_grid_points() -> None:
         delay=syn._off_grid(delay),
         gain=np.array([[1.0, 0.5j, -0.3, 0.2 + 0.1j]]),
     )
-    fast = syn._angular_delay_chunk(paths)
+    fast = _angular_delay_chunk(paths)
     slow = syn.angular_delay_reference(paths)
     assert np.isfinite(fast).all()
     assert np.abs(fast - slow).max() <= 1e-5 * np.abs(slow).max()
@@ -86,33 +87,47 @@ def test_hf_matches_x_so_perfect_reconstruction_scores_rho_near_one(scenario: st
     assert rho(hf, other) < 0.5
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("scenario", ["indoor", "outdoor"])
-def test_preset_scale_is_the_calibrated_one(scenario: str) -> None:
-    cfg = syn.SyntheticConfig.preset(scenario)
-    assert syn._calibrated_scale(dataclasses.replace(cfg, scale=1.0)) == cfg.scale
+def test_every_sample_is_scaled_by_its_own_largest_component(scenario: str) -> None:
+    """The released convention: max |x - 0.5| is 0.5 in every sample, not once per data set."""
+    x = syn.generate(200, scenario=scenario, seed=6)
+    peaks = np.abs(x - 0.5).reshape(len(x), -1).max(axis=1)
+    np.testing.assert_allclose(peaks, 0.5, atol=1e-6)
+    assert 0.015 < float((x - 0.5).std()) < 0.05  # COST2100-model indoor: about 0.027
+
+
+def test_angle_bins_are_centred() -> None:
+    """A path at zero angle lands in angle bin 16 (fftshift), not bin 0."""
+    paths = syn.Paths(
+        sin_angle=syn._off_grid(np.zeros((1, 1))),
+        delay=syn._off_grid(np.full((1, 1), 3.0)),
+        gain=np.ones((1, 1), dtype=complex),
+    )
+    ha = np.abs(_angular_delay_chunk(paths)[0])
+    assert np.unravel_index(int(ha.argmax()), ha.shape) == (16, 3)
 
 
 def test_config_validation() -> None:
     with pytest.raises(ValueError, match="clusters_min"):
-        syn.SyntheticConfig(clusters_min=5, clusters_max=2, scale=0.01)
+        syn.SyntheticConfig(clusters_min=5, clusters_max=2)
     with pytest.raises(ValueError, match="angular_spread_deg"):
-        syn.SyntheticConfig(angular_spread_deg=-1.0, scale=0.01)
+        syn.SyntheticConfig(angular_spread_deg=-1.0)
     with pytest.raises(ValueError, match="subpaths"):
-        syn.SyntheticConfig(subpaths=0, scale=0.01)
+        syn.SyntheticConfig(subpaths=0)
     with pytest.raises(ValueError, match="sector_deg"):
-        syn.SyntheticConfig(sector_deg=200.0, scale=0.01)
-    with pytest.raises(ValueError, match="scale"):
-        syn.SyntheticConfig(scale=float("nan"))
+        syn.SyntheticConfig(sector_deg=200.0)
+    with pytest.raises(ValueError, match="first_arrival_min_ns"):
+        syn.SyntheticConfig(first_arrival_min_ns=60.0, first_arrival_ns=50.0)
+    with pytest.raises(ValueError, match="pdp_decay_ns"):
+        syn.SyntheticConfig(pdp_decay_ns=float("nan"))
     with pytest.raises(ValueError, match="indoor or outdoor"):
         syn.SyntheticConfig.preset("urban")
     with pytest.raises(dataclasses.FrozenInstanceError):
         syn.SyntheticConfig.preset("indoor").subpaths = 3  # type: ignore[misc]
 
 
-def test_custom_config_gets_a_calibrated_scale() -> None:
-    cfg = dataclasses.replace(syn.SyntheticConfig.preset("indoor"), subpaths=4, scale=None)
-    assert cfg.scale is not None and cfg.scale > 0
+def test_custom_config_stays_in_range() -> None:
+    cfg = dataclasses.replace(syn.SyntheticConfig.preset("indoor"), subpaths=4)
     x = syn.generate(50, scenario=cfg, seed=0)
     assert x.min() >= 0.0 and x.max() <= 1.0
 
@@ -165,7 +180,8 @@ def test_write_synthetic_dataset(tmp_path: Path) -> None:
     manifest = json.loads(paths["manifest"].read_text())
     seeds = manifest["split_seeds"]
     assert len(set(seeds.values())) == 3
-    assert manifest["scale"] == syn.SyntheticConfig.preset("indoor").scale
+    assert manifest["scaling"].startswith("per sample")
+    assert manifest["generator"] == syn.GENERATOR_ID
     assert "NOT COST2100" in manifest["note"]
     # each split is exactly generate() with its recorded seed
     assert np.array_equal(val, syn.generate(15, scenario="indoor", seed=seeds["val"]))

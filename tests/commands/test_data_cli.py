@@ -6,6 +6,7 @@ import importlib.util
 import inspect
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -232,3 +233,80 @@ def test_sionna_through_the_cli(tmp_path: Path) -> None:
     assert plain.stdout.startswith("sionna uma NLOS, HT at 3.5 GHz; 2 train / 1 val / 1 test")
     names = {name for name, _, _ in scipy.io.whosmat(tmp_path / "uma" / "DATA_Htrainout.mat")}
     assert names == {"HT", "HT_norm"}
+
+
+def _error_line(result: object) -> str:
+    """The CLI's one output line, checked to be an `error:` line (CliRunner mixes stderr in)."""
+    lines = result.output.strip().splitlines()  # type: ignore[attr-defined]
+    assert len(lines) == 1 and lines[0].startswith("error:"), result.output  # type: ignore[attr-defined]
+    return lines[0]
+
+
+def test_force_refuses_a_directory_without_a_csideploy_manifest(tmp_path: Path) -> None:
+    """--force replaces only a data set csideploy wrote; user files of the same name stay."""
+    user = tmp_path / "mine"
+    user.mkdir()
+    (user / "DATA_Htrainin.mat").write_bytes(b"the user's own file")
+    (user / "notes.json").write_text('{"generator": "my lab"}')
+    before = _snapshot(user)
+    result = _synth("-n", "12", "-o", str(user), "--no-progress", "--force")
+    assert result.exit_code == 2
+    line = _error_line(result)
+    assert str(user) in line and "no csideploy data-set manifest" in line
+    assert _snapshot(user) == before  # nothing replaced, nothing added, nothing deleted
+
+
+def test_force_replaces_a_csideploy_data_set_and_keeps_other_files(tmp_path: Path) -> None:
+    out = tmp_path / "d"
+    assert _synth("-n", "12", "--seed", "1", "-o", str(out), "--no-progress").exit_code == 0
+    (out / "README.txt").write_text("the user's notes")
+    first = load_csi(out / "DATA_Htrainin.mat")
+    again = _synth("-n", "12", "--seed", "2", "-o", str(out), "--no-progress", "--force")
+    assert again.exit_code == 0, again.output
+    assert not np.array_equal(first, load_csi(out / "DATA_Htrainin.mat"))
+    assert (out / "README.txt").read_text() == "the user's notes"
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no staging left
+
+
+def test_synth_checks_disk_space_before_generating(tmp_path: Path) -> None:
+    out = tmp_path / "huge"
+    result = _synth("-n", "1000000000000", "-o", str(out), "--no-progress")
+    assert result.exit_code == 2
+    line = _error_line(result)
+    assert re.search(
+        r"not enough disk space: needs [\d,]{20,} bytes \([\d.]+ PiB\), [\d,]+ bytes", line
+    )
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def _unwritable_directory(tmp_path: Path) -> tuple[Path, list[str]]:
+    """An existing directory this process cannot create files in, and how to undo that.
+
+    chmod suffices for a normal user; root ignores modes, so there the directory is made
+    immutable (chattr +i), or, where the file system refuses that, /sys (read-only) is used.
+    """
+    target = tmp_path / "locked"
+    target.mkdir()
+    if os.geteuid() != 0:
+        target.chmod(0o555)
+        return target, ["chmod", "755", str(target)]
+    done = subprocess.run(["chattr", "+i", str(target)], capture_output=True, check=False)
+    if done.returncode == 0:
+        return target, ["chattr", "-i", str(target)]
+    return Path("/sys"), []
+
+
+def test_synth_into_an_unwritable_directory_fails_at_once(tmp_path: Path) -> None:
+    target, undo = _unwritable_directory(tmp_path)
+    before = sorted(p.name for p in target.iterdir())
+    try:
+        proc = _run_cli("data", "synth", "-n", "500000", "-o", str(target), "--no-progress")
+        after = sorted(p.name for p in target.iterdir())
+    finally:
+        if undo:
+            subprocess.run(undo, check=True)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and "cannot write there" in lines[0]
+    assert str(target) in lines[0] and proc.stdout == ""
+    assert after == before  # nothing left behind
