@@ -53,12 +53,7 @@ def pack_bundle(bundle_dir: Path, *, out: Path | None = None) -> Path:
     default = bundle_dir.absolute().with_name(bundle_dir.absolute().name + ".tar.gz")
     target = check_pack_target(Path(out) if out else default, bundle_dir)
     report = verify_bundle(bundle_dir)
-    if not report.ok:
-        first = report.failures[0]
-        raise BundleError(
-            f"{bundle_dir} does not verify ({len(report.failures)} check(s) failed, first: "
-            f"{first.file}: {first.detail}); run csideploy verify {bundle_dir}"
-        )
+    report.require_ok(f"nothing was packed; run csideploy verify {bundle_dir}")
     manifest = read_manifest(bundle_dir)
     hashes = {entry["path"]: entry["sha256"] for entry in manifest["files"]}
     hashes[MANIFEST_NAME] = report.manifest_sha256 or ""
@@ -115,18 +110,24 @@ def _info(name: str, kind: bytes, mode: int, size: int) -> tarfile.TarInfo:
     return info
 
 
-def safe_extract(tarball: Path, dest: Path) -> Path:
-    """Extract a bundle tarball into `dest`; return the bundle's top directory."""
+def safe_extract(tarball: Path, dest: Path, *, require_manifest: bool = True) -> Path:
+    """Extract a bundle tarball into `dest`; return the bundle's top directory.
+
+    Without `require_manifest` (bench on an archive of loose artifacts), an archive with no
+    bundle manifest is held to the name, type and size caps only, and may have several top
+    folders (`dest` is returned then).
+    """
     try:
         with tarfile.open(tarball, mode="r:*") as tar:
             members = _scan(tarball, tar)
-            top = _top(tarball, members)
-            manifest = _manifest_member(tarball, tar, members, top)
-            _check_against_manifest(tarball, members, manifest, top)
+            top = _top(tarball, members) if require_manifest else _single_top(members)
+            manifest = _manifest_member(tarball, tar, members, top, require_manifest)
+            if manifest is not None and top is not None:
+                _check_against_manifest(tarball, members, manifest, top)
             tar.extractall(dest, members=members, filter="data")
     except (tarfile.TarError, OSError, EOFError, zlib.error) as error:
-        raise BundleError(f"{tarball}: cannot read the tarball ({_reason(error)})") from None
-    return dest / top
+        raise BundleError(f"{tarball}: not a readable bundle archive ({_reason(error)})") from None
+    return dest / top if top else dest
 
 
 def _reason(error: BaseException) -> str:
@@ -161,12 +162,24 @@ def _top(tarball: Path, members: list[tarfile.TarInfo]) -> str:
     return tops.pop()
 
 
+def _single_top(members: list[tarfile.TarInfo]) -> str | None:
+    tops = {PurePosixPath(m.name).parts[0] for m in members if PurePosixPath(m.name).parts}
+    return tops.pop() if len(tops) == 1 else None
+
+
 def _manifest_member(
-    tarball: Path, tar: tarfile.TarFile, members: list[tarfile.TarInfo], top: str
-) -> dict[str, Any]:
-    """The tarball's manifest, read into memory (never extracted) and validated."""
+    tarball: Path,
+    tar: tarfile.TarFile,
+    members: list[tarfile.TarInfo],
+    top: str | None,
+    required: bool = True,
+) -> dict[str, Any] | None:
+    """The tarball's manifest, read into memory (never extracted) and validated; None when
+    it is not required and the archive holds no bundle manifest."""
     name = f"{top}/{MANIFEST_NAME}"
     member = next((m for m in members if m.name == name and m.isfile()), None)
+    if member is None and not required:
+        return None
     if member is None:
         raise BundleError(f"{tarball}: no {MANIFEST_NAME} in the tarball")
     if member.size > MAX_MANIFEST_BYTES:
@@ -175,7 +188,10 @@ def _manifest_member(
         )
     stream = tar.extractfile(member)
     assert stream is not None  # a regular file always has a stream
-    return parse_manifest(stream.read(), source=f"{tarball}: {MANIFEST_NAME}")
+    text = stream.read()
+    if not required and b'"schema_version"' not in text:
+        return None  # loose artifacts with a manifest of their own, not a bundle
+    return parse_manifest(text, source=f"{tarball}: {MANIFEST_NAME}")
 
 
 def _check_against_manifest(

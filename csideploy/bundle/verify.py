@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from csideploy.bundle.artifact_check import check_artifact
-from csideploy.bundle.checks import Check
+from csideploy.bundle.checks import Check, printable
 from csideploy.bundle.contract import declaration_problems
 from csideploy.bundle.execute import RUNTIMES, run_artifact, run_artifact_outputs
 from csideploy.bundle.integrity import check_manifest_hash
@@ -54,6 +54,16 @@ class VerifyReport:
     @property
     def failures(self) -> tuple[Check, ...]:
         return tuple(c for c in self.checks if not c.ok)
+
+    def require_ok(self, consequence: str) -> None:
+        """BundleError naming the first failure and `consequence`, unless every check passed."""
+        if self.ok:
+            return
+        first = self.failures[0]
+        raise BundleError(
+            f"{self.bundle} does not verify ({len(self.failures)} check(s) failed, first: "
+            f"{printable(first.file)}: {printable(first.detail)}); {consequence}"
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return {
