@@ -20,6 +20,7 @@ from csideploy.bench import runner
 from csideploy.bundle.checks import Check
 from csideploy.bundle.execute import RUNTIMES, open_artifact, run_model_outputs
 from csideploy.bundle.golden import GOLDEN_DIR, load_npy
+from csideploy.bundle.manifest import MANIFEST_NAME
 from csideploy.bundle.pb_check import check_onnx_test_data
 from csideploy.errors import BundleError
 
@@ -35,11 +36,15 @@ SUFFIXES = {"onnx": ".onnx", "tflite": ".tflite"}
 def check_artifact(
     root: Path, manifest: dict[str, Any], artifact: dict[str, Any], hashes_ok: bool
 ) -> list[Check]:
-    """Contract and golden checks of one artifact (nothing is run unless the hashes match)."""
+    """Contract and golden checks of one artifact (nothing is run unless the hashes match).
+
+    A manifest that points an artifact or its golden vectors at the wrong kind of file
+    cannot be checked at all: BundleError (one error line, exit 2), not a report line.
+    """
     name = artifact["file"]
     problems = _path_problems(manifest, artifact)
     if problems:
-        return [Check(name, "contract", False, "; ".join(problems))]
+        raise BundleError(f"{MANIFEST_NAME}: artifact {name!r}: " + "; ".join(problems))
     if not hashes_ok:
         return [Check(name, "golden", False, "not run: the bundle's hashes do not match")]
     path = root / name
@@ -203,10 +208,10 @@ def _codeword_problems(manifest: dict[str, Any], model: Any) -> list[str]:
 def _golden_checks(root: Path, artifact: dict[str, Any], model: Any) -> list[Check]:
     """Run the golden inputs; compare with the .npy and (ONNX) the .pb expected outputs."""
     name, golden = artifact["file"], artifact["golden"]
+    inputs = _load_float(root, golden["inputs"])
+    expected = _load_float(root, golden["outputs"])
     try:
-        inputs = _load_float(root, golden["inputs"])
         _check_range(inputs, artifact["input"], golden["inputs"])
-        expected = _load_float(root, golden["outputs"])
         declared = artifact.get("outputs") or [artifact["output"]]
         parts = run_model_outputs(model, inputs, [o["name"] for o in declared], root / name)
     except (BundleError, runner.Skip) as error:
@@ -232,7 +237,11 @@ def _golden_checks(root: Path, artifact: dict[str, Any], model: Any) -> list[Che
 
 
 def _load_float(root: Path, rel: str) -> np.ndarray:
-    array = load_npy(root / rel)
+    """A golden array; BundleError (the bundle cannot be checked) for anything else."""
+    try:
+        array = load_npy(root / rel)
+    except BundleError as error:
+        raise BundleError(f"{rel}: {str(error).split(': ', 1)[-1]}") from None
     if array.dtype != np.float32 or array.ndim < 2 or not np.all(np.isfinite(array)):
         raise BundleError(
             f"{rel}: golden vectors are finite float32 (N, ...), got {array.dtype} {array.shape}"

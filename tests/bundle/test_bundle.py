@@ -227,6 +227,11 @@ def test_manifest_reader_fuzz_mutated_fields(
         parse_manifest(json.dumps(manifest))
     except BundleError as error:
         message = str(error)
-        assert key in message or "top level" in message or "invalid" in message or (
-            "Infinity is not allowed" in message  # not JSON: it would defeat tolerance bounds
+        assert (
+            key in message
+            or "top level" in message
+            or "invalid" in message
+            or (
+                "Infinity is not allowed" in message  # not JSON: it would defeat tolerance bounds
+            )
         )
