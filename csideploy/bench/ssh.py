@@ -5,7 +5,9 @@ through ``ssh``), run with the host's ``python3`` (or `python`), the JSON (and s
 come back, and the directory is removed even when the run fails. The system ``ssh`` is used
 with ``BatchMode=yes`` and ``StrictHostKeyChecking=accept-new`` against a known-hosts file in a
 private temporary directory, so no prompt can hang and the user's own known-hosts file is
-left alone.
+left alone. Options given with `--ssh-option` come first, and ssh keeps the first value of
+each option, so a user can pin the board's host key (``StrictHostKeyChecking=yes`` and
+``UserKnownHostsFile=~/.ssh/known_hosts``).
 
 Every step is bounded: ``ConnectTimeout`` for the TCP connection and the server's banner,
 ``ServerAliveInterval`` / ``ServerAliveCountMax`` for a link that dies later, and an overall
@@ -123,6 +125,8 @@ class _SshSession:
         if shutil.which("ssh") is None:
             raise MissingDependencyError("an ssh target needs the OpenSSH client ('ssh')")
         base = ["ssh"]
+        for option in self.target.options:  # ssh keeps the first value given: the user's win
+            base += ["-o", option]
         for option in (
             "BatchMode=yes",
             "StrictHostKeyChecking=accept-new",
@@ -137,8 +141,6 @@ class _SshSession:
             base += ["-p", str(self.target.port)]
         if self.target.identity:
             base += ["-i", str(self.target.identity), "-o", "IdentitiesOnly=yes"]
-        for option in self.target.options:
-            base += ["-o", option]
         self.base = [*base, "--", self.target.destination]
 
     def run(

@@ -152,3 +152,16 @@ def test_sigterm_cleans_up_the_temp_dir_and_the_ssh_child(
     assert _ssh_processes(staller.port) == []
     assert list(scratch.iterdir()) == []
     assert not (workdir / "perf.json").exists()
+
+
+def test_user_ssh_options_win_so_a_host_key_can_be_pinned(sshd, workdir: Path) -> None:
+    config = BenchConfig(
+        target=sshd.url,
+        identity=str(sshd.identity),
+        ssh_options=("StrictHostKeyChecking=yes",),  # the private known-hosts file is empty
+        runs=1,
+        warmup=0,
+        roofline=False,
+    )
+    with pytest.raises(RemoteError, match="Host key verification failed"):
+        run_bench(workdir, config, write=False)
