@@ -22,12 +22,14 @@ from csideploy.commands._common import echo_json, reports_errors
 def verify_command(bundle: Path, expect_sha256: str | None, as_json: bool) -> None:
     """Check a bundle directory or tarball: schema, manifest hash, sha256 of every file, the
     declared interface against each file, golden vectors."""
+    from csideploy.bench.processes import signals_raise
     from csideploy.bundle.checks import printable
     from csideploy.bundle.integrity import normalized_hash
     from csideploy.bundle.verify import verify_bundle
 
     pinned = normalized_hash(expect_sha256) if expect_sha256 is not None else None
-    report = verify_bundle(bundle, expect_sha256=pinned)
+    with signals_raise():  # SIGTERM / SIGHUP unwind: the extraction folder is removed
+        report = verify_bundle(bundle, expect_sha256=pinned)
     if as_json:
         echo_json(report.as_dict())
     else:
@@ -37,14 +39,9 @@ def verify_command(bundle: Path, expect_sha256: str | None, as_json: bool) -> No
                 f"{mark} {check.check:<8} {printable(check.file)}: {printable(check.detail)}"
             )
         verdict = "verified" if report.ok else f"{len(report.failures)} check(s) failed"
-        click.echo(
-            f"manifest sha256 {report.manifest_sha256}"
-            + (
-                ""
-                if pinned
-                else (" (not pinned: pass --expect-sha256 with the producer's published hash)")
-            )
-        )
+        if report.manifest_sha256:
+            note = "" if pinned else " (not pinned: pass --expect-sha256 with the published hash)"
+            click.echo(f"manifest sha256 {report.manifest_sha256}{note}")
         click.echo(f"{printable(str(bundle))}: {verdict}")
     if not report.ok:
         raise SystemExit(1)
