@@ -6,7 +6,8 @@ and writes `perf.json` and the latency section of `report.md`.
 """
 
 from csideploy.bench.measure import BenchConfig, BenchResult, run_bench, target_kind
-from csideploy.bench.remote import RUNNER_PATH, RemoteError, SshTarget
+from csideploy.bench.remote import RUNNER_PATH, RemoteError
+from csideploy.bench.ssh import SshTarget
 from csideploy.bench.stats import LatencyStats, summarize
 
 __all__ = [

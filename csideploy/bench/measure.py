@@ -13,7 +13,6 @@ import json
 import os
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -23,8 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from csideploy.bench import runner
-from csideploy.bench.remote import RunnerJob, SshTarget, run_local, run_qemu, run_ssh
+from csideploy.bench.guard import check_threads, require_measured, require_verified
+from csideploy.bench.remote import RunnerJob, run_local, run_qemu
 from csideploy.bench.roofline import count_onnx_macs, sibling_onnx
+from csideploy.bench.ssh import SshTarget, run_ssh
 from csideploy.errors import CsiDeployError, DataError
 
 RUNTIMES = ("onnxruntime", "litert", "torch")
@@ -56,6 +57,8 @@ class BenchConfig:
     save_outputs: Path | None = None
     roofline: bool = True
     timeout_s: float = 600.0
+    ssh_timeout_s: float = 120.0
+    """Bound on each ssh step other than the timed run (connect, key exchange, copy)."""
 
     def __post_init__(self) -> None:
         unknown = [r for r in self.runtimes if r not in (*RUNTIMES, "auto")]
@@ -135,13 +138,16 @@ def run_bench(
 
     Writes `perf.json` (`perf.emulated.json` for an emulated target) and the latency section
     of `report.md` into `out_dir`, by default the artifact directory (for a single file, its
-    folder; for a bundle archive, a `<bundle>-bench` folder beside it).
+    folder; for a bundle archive, a `<bundle>-bench` folder beside it). A bundle is verified
+    first and its manifest is never rewritten; a run that measured nothing writes nothing.
     """
     config = config or BenchConfig()
     source = Path(path)
     if not source.exists():
         raise DataError(f"{source}: no such file or directory")
+    check_threads(config.threads, target_kind(config.target))
     with _opened(source) as (root, files, manifest_path):
+        require_verified(manifest_path)
         job = RunnerJob(
             files=tuple(files),
             root=root,
@@ -165,27 +171,13 @@ def run_bench(
         _refresh_floors(perf, config.batch)
     if not write:
         return BenchResult(perf)
+    require_measured(perf)
     destination = Path(out_dir) if out_dir else _default_out(source)
     perf_path = write_perf(perf, destination)
     from csideploy.report.render import write_latency_section
 
     report_path = write_latency_section(destination, perf)
-    _refresh_bundle_manifest(destination)
     return BenchResult(perf, perf_path, report_path)
-
-
-def _refresh_bundle_manifest(directory: Path) -> None:
-    """A bundle's manifest hashes report.md and lists perf.json: keep it true after writing."""
-    from csideploy.bundle.manifest import MANIFEST_NAME, read_manifest, refresh_file_hashes
-    from csideploy.errors import BundleError
-
-    if not (Path(directory) / MANIFEST_NAME).is_file():
-        return
-    try:
-        read_manifest(directory)
-    except BundleError:
-        return  # not a bundle manifest (e.g. a plain export directory): nothing to keep true
-    refresh_file_hashes(directory)
 
 
 @contextmanager
@@ -212,12 +204,11 @@ def _discovered(source: Path) -> tuple[Path | None, list[Path], Path | None]:
 
 
 def _extract_bundle(archive: Path, destination: Path) -> None:
-    try:
-        with tarfile.open(archive) as bundle:
-            bundle.extractall(destination, filter="data")
-    except (tarfile.TarError, OSError) as error:
-        reason = (str(error).splitlines() or [type(error).__name__])[0]
-        raise DataError(f"{archive}: not a readable bundle archive ({reason})") from error
+    """The archive's headers are checked (links, paths, sizes, its manifest) before a byte
+    is written (`csideploy.bundle.tarball.safe_extract`)."""
+    from csideploy.bundle.tarball import safe_extract
+
+    safe_extract(archive, destination, require_manifest=False)
 
 
 def _default_out(source: Path) -> Path:
@@ -245,6 +236,7 @@ def _run_target(job: RunnerJob, config: BenchConfig) -> dict[str, Any]:
             identity=config.identity,
             options=config.ssh_options,
             python=config.remote_python,
+            step_timeout_s=config.ssh_timeout_s,
         )
         return run_ssh(job, target)
     if kind == "qemu":

@@ -14,11 +14,9 @@ import numpy as np
 
 from csideploy.bundle.golden import write_expected, write_inputs
 from csideploy.bundle.manifest import (
-    MANIFEST_NAME,
     SCHEMA_VERSION,
     file_entry,
-    validate_manifest,
-    write_json_atomic,
+    write_manifest,
 )
 from csideploy.bundle.verify import RUNTIMES, run_artifact_outputs
 
@@ -108,8 +106,7 @@ def assemble_bundle(
         "bs_side": [file_entry(bundle_dir, p) for p in sorted(bs_files)],
         "measurements": sorted(measurement_files or []),
     }
-    validate_manifest(manifest)
-    write_json_atomic(bundle_dir / MANIFEST_NAME, manifest)
+    write_manifest(bundle_dir, manifest)
     return manifest
 
 

@@ -75,3 +75,35 @@ def tool_versions() -> dict[str, str | None]:
         except metadata.PackageNotFoundError:
             versions[name] = None
     return versions
+
+
+def declaration_problems(manifest: dict[str, Any]) -> list[str]:
+    """Facts the manifest states twice must agree: codeword length and bits per report, and
+    the input value range (model, feedback, each artifact, the pre-processing)."""
+    length = manifest["model"]["codeword_length"]
+    feedback = manifest["feedback"]
+    problems = []
+    if feedback["codeword_length"] != length:
+        problems.append(
+            f"feedback codeword_length {feedback['codeword_length']} != model's {length}"
+        )
+    for key, bits in (("float32", 32), ("int8", 8)):
+        declared = feedback["bits_per_report"].get(key)
+        if declared is not None and declared != bits * length:
+            problems.append(f"bits_per_report {key} {declared} != {bits} x {length}")
+    ranges = {
+        where: [float(v) for v in section["value_range"]]
+        for where, section in _ranged_sections(manifest)
+        if isinstance(section, dict) and "value_range" in section
+    }
+    if len({tuple(r) for r in ranges.values()}) > 1:
+        shown = ", ".join(f"{where} {r}" for where, r in ranges.items())
+        problems.append(f"the input value ranges differ: {shown}")
+    return problems
+
+
+def _ranged_sections(manifest: dict[str, Any]) -> list[tuple[str, Any]]:
+    sections: list[tuple[str, Any]] = [("input", manifest.get("input"))]
+    sections += [(f"{a['file']} input", a["input"]) for a in manifest["artifacts"]]
+    sections += [(f"preprocessing {step.get('step')}", step) for step in manifest["preprocessing"]]
+    return sections

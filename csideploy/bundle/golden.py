@@ -77,5 +77,15 @@ def write_expected(
 
 
 def load_npy(path: Path) -> np.ndarray:
-    """Load a golden array without ever unpickling."""
-    return np.load(path, allow_pickle=False)
+    """Load a golden array without ever unpickling (BundleError for anything but a .npy)."""
+    from csideploy.errors import BundleError
+
+    path = Path(path)
+    if path.is_symlink() or not path.is_file():
+        raise BundleError(f"{path.name}: not a regular file")
+    try:
+        with open(path, "rb") as stream:
+            return np.lib.format.read_array(stream, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as error:
+        reason = (str(error).splitlines() or [type(error).__name__])[0][:120]
+        raise BundleError(f"{path.name}: not a numpy .npy array ({reason})") from None

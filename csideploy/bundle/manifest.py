@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
+import re
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -15,9 +14,17 @@ from csideploy.errors import BundleError
 
 SCHEMA_VERSION = "1.0"
 MANIFEST_NAME = "manifest.json"
-MEASUREMENT_FILES = ("report.md", "report.html", "perf.json")
-"""Files with timings: listed in `measurements`, not hashed, never packed (they differ run
-to run, so hashing them would make every export's manifest and tarball differ)."""
+MANIFEST_HASH_NAME = "MANIFEST.sha256"
+"""`<sha256>  manifest.json`, as sha256sum writes it: the manifest's own hash."""
+MEASUREMENT_FILES = ("report.md", "report.html", "perf.json", "perf.emulated.json")
+"""Files with timings: never hashed, never packed (they differ run to run, so hashing them
+would make every export's manifest and tarball differ). Only these names may be unhashed:
+the schema allows no other name under `measurements`, and `verify` fails any other
+unlisted file."""
+PLOT_PATTERN = re.compile(r"^plots/[A-Za-z0-9_.-]+\.png$")
+"""`csideploy report` adds latency plots under plots/: measurements too (never packed)."""
+MAX_MANIFEST_BYTES = 4 << 20
+"""A manifest is a few tens of kB; anything above this is refused unread."""
 
 
 @lru_cache(maxsize=1)
@@ -25,6 +32,11 @@ def manifest_schema() -> dict[str, Any]:
     """The JSON Schema shipped in the package."""
     text = resources.files("csideploy.bundle").joinpath("manifest.schema.json").read_text()
     return json.loads(text)
+
+
+def is_measurement(relpath: str) -> bool:
+    """A file that holds timings: unhashed, never packed, allowed beside a bundle's files."""
+    return relpath in MEASUREMENT_FILES or bool(PLOT_PATTERN.match(relpath))
 
 
 def sha256_file(path: Path) -> str:
@@ -59,10 +71,15 @@ def validate_manifest(manifest: Any, *, source: str = MANIFEST_NAME) -> dict[str
 def parse_manifest(text: str | bytes, *, source: str = MANIFEST_NAME) -> dict[str, Any]:
     """Parse and validate manifest text; any defect becomes a BundleError."""
     try:
-        data = json.loads(text)
+        data = json.loads(text, parse_constant=_refuse_constant)
     except (ValueError, UnicodeDecodeError, RecursionError) as error:
         raise BundleError(f"{source}: not valid JSON ({error})") from None
     return validate_manifest(data, source=source)
+
+
+def _refuse_constant(name: str) -> float:
+    """json.loads hook: NaN and Infinity are not JSON and would defeat tolerance bounds."""
+    raise ValueError(f"{name} is not allowed")
 
 
 def read_manifest(bundle_dir: Path) -> dict[str, Any]:
@@ -70,38 +87,31 @@ def read_manifest(bundle_dir: Path) -> dict[str, Any]:
     path = Path(bundle_dir) / MANIFEST_NAME
     if not path.is_file():
         raise BundleError(f"{bundle_dir}: no {MANIFEST_NAME} (is this a csideploy bundle?)")
+    if path.stat().st_size > MAX_MANIFEST_BYTES:
+        raise BundleError(f"{path}: larger than {MAX_MANIFEST_BYTES >> 20} MiB; refusing it")
     return parse_manifest(path.read_bytes(), source=str(path))
 
 
 def write_json_atomic(path: Path, payload: Any) -> None:
-    """Write sorted, indented JSON through a temporary file, so readers never see half a file."""
-    text = json.dumps(payload, indent=2, sort_keys=True) + "\n"
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(handle, "w") as stream:
-            stream.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write sorted, indented JSON through the project's atomic writer (a temporary sibling
+    and a rename, with the permissions an ordinary file gets), so readers never see half a
+    file and the manifest is as readable as every other file of the bundle."""
+    from csideploy.report.render import write_atomic
+
+    write_atomic(Path(path), json.dumps(payload, indent=2, sort_keys=True) + "\n")
 
 
-def refresh_file_hashes(bundle_dir: Path) -> dict[str, Any]:
-    """Re-hash every listed file (after e.g. `bench` rewrote report.md) and rewrite the manifest.
+def write_manifest(bundle_dir: Path, manifest: dict[str, Any]) -> str:
+    """Validate and write `manifest.json`, then `MANIFEST.sha256` beside it; return the hash.
 
-    New files that `bench` adds (perf.json) are listed too when present.
+    The hash file lets an integrator pin the manifest (`verify --expect-sha256`); inside the
+    bundle it only catches a manifest edited without it.
     """
+    validate_manifest(manifest)
     bundle_dir = Path(bundle_dir)
-    manifest = read_manifest(bundle_dir)
-    listed = {entry["path"] for entry in manifest["files"]}
-    measured = set(manifest.get("measurements", []))
-    measured |= {p for p in MEASUREMENT_FILES if (bundle_dir / p).is_file()} - listed
-    manifest["files"] = [file_entry(bundle_dir, rel) for rel in sorted(listed)]
-    manifest["measurements"] = sorted(p for p in measured if (bundle_dir / p).is_file())
-    manifest["bs_side"] = [
-        file_entry(bundle_dir, entry["path"])
-        for entry in manifest.get("bs_side", [])
-        if (bundle_dir / entry["path"]).is_file()
-    ]
     write_json_atomic(bundle_dir / MANIFEST_NAME, manifest)
-    return manifest
+    digest = sha256_file(bundle_dir / MANIFEST_NAME)
+    from csideploy.report.render import write_atomic
+
+    write_atomic(bundle_dir / MANIFEST_HASH_NAME, f"{digest}  {MANIFEST_NAME}\n")
+    return digest

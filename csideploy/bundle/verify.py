@@ -1,44 +1,51 @@
 """`csideploy verify`: re-check a bundle (directory or tarball) with numpy and a runtime only.
 
-Checks, each reported per file: the manifest against the shipped schema, the sha256 and size
-of every listed file, no unlisted files, then each artifact loaded in its runtime and run on
-the golden inputs, compared with the expected outputs within the manifest's tolerance.
+Checks, each reported per file: the manifest against the shipped schema and its own hash
+(`MANIFEST.sha256`, and the hash the integrator pins with `expect_sha256`), the facts it
+states twice, the sha256 and size of every listed file, no unlisted files or links, then each
+artifact: its declared interface against the file itself, and its golden vectors, in every
+form the bundle ships, recomputed within a bounded tolerance.
 """
 
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from csideploy.bench import runner
-from csideploy.bundle.golden import load_npy
-from csideploy.bundle.manifest import MANIFEST_NAME, read_manifest, sha256_file
+from csideploy.bundle.artifact_check import check_artifact
+from csideploy.bundle.checks import Check, printable
+from csideploy.bundle.contract import declaration_problems
+from csideploy.bundle.execute import RUNTIMES, run_artifact, run_artifact_outputs
+from csideploy.bundle.integrity import check_manifest_hash
+from csideploy.bundle.manifest import (
+    MANIFEST_HASH_NAME,
+    MANIFEST_NAME,
+    is_measurement,
+    read_manifest,
+    sha256_file,
+)
 from csideploy.bundle.tarball import is_tarball, safe_extract
 from csideploy.errors import BundleError
 
-RUNTIMES = {"onnx": "onnxruntime", "tflite": "litert"}
-
-
-@dataclass(frozen=True)
-class Check:
-    """One line of the verification report."""
-
-    file: str
-    check: str
-    ok: bool
-    detail: str
+__all__ = [
+    "RUNTIMES",
+    "Check",
+    "VerifyReport",
+    "run_artifact",
+    "run_artifact_outputs",
+    "verify_bundle",
+]
 
 
 @dataclass(frozen=True)
 class VerifyReport:
     bundle: str
     checks: tuple[Check, ...]
+    manifest_sha256: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -48,24 +55,48 @@ class VerifyReport:
     def failures(self) -> tuple[Check, ...]:
         return tuple(c for c in self.checks if not c.ok)
 
+    def require_ok(self, consequence: str) -> None:
+        """BundleError naming the first failure and `consequence`, unless every check passed."""
+        if self.ok:
+            return
+        first = self.failures[0]
+        raise BundleError(
+            f"{self.bundle} does not verify ({len(self.failures)} check(s) failed, first: "
+            f"{printable(first.file)}: {printable(first.detail)}); {consequence}"
+        )
+
     def as_dict(self) -> dict[str, Any]:
-        return {"bundle": self.bundle, "ok": self.ok, "checks": [asdict(c) for c in self.checks]}
+        return {
+            "bundle": self.bundle,
+            "ok": self.ok,
+            "manifest_sha256": self.manifest_sha256,
+            "checks": [asdict(c) for c in self.checks],
+        }
 
 
-def verify_bundle(path: Path) -> VerifyReport:
-    """Verify a bundle directory or a `.tar.gz` made by `csideploy pack`."""
+def verify_bundle(path: Path, *, expect_sha256: str | None = None) -> VerifyReport:
+    """Verify a bundle directory or a `.tar.gz` made by `csideploy pack`.
+
+    `expect_sha256` is the manifest's sha256 as the producer published it: the one check a
+    consistent forgery (files, hashes and golden vectors all rewritten) cannot pass.
+    """
     path = Path(path)
     if not path.exists():
         raise BundleError(f"{path}: no such bundle directory or tarball")
     with _bundle_dir(path) as root:
         checks = [Check(MANIFEST_NAME, "schema", True, "valid")]
         manifest = _read_or_fail(root, checks)
+        digest, hash_checks = check_manifest_hash(root, expect_sha256)
+        checks.extend(hash_checks)
         if manifest is not None:
+            problems = declaration_problems(manifest)
+            detail = "; ".join(problems) or "stated facts agree"
+            checks.append(Check(MANIFEST_NAME, "contract", not problems, detail))
             checks.extend(_check_hashes(root, manifest))
             hashes_ok = all(c.ok for c in checks if c.check == "sha256")
             for artifact in manifest["artifacts"]:
-                checks.append(_check_golden(root, artifact, hashes_ok))
-    return VerifyReport(str(path), tuple(checks))
+                checks.extend(check_artifact(root, manifest, artifact, hashes_ok))
+    return VerifyReport(str(path), tuple(checks), digest)
 
 
 @contextmanager
@@ -88,14 +119,15 @@ def _read_or_fail(root: Path, checks: list[Check]) -> dict[str, Any] | None:
 
 
 def _check_hashes(root: Path, manifest: dict[str, Any]) -> list[Check]:
+    """sha256 and size of every listed file; nothing else but the manifest, its hash and the
+    fixed measurement names may sit in the bundle, and nothing may be a link."""
     checks = []
-    listed = {entry["path"] for entry in manifest["files"]}
     bs_side = manifest.get("bs_side", [])
     present = [e for e in bs_side if (root / e["path"]).is_file()]
     for entry in [*manifest["files"], *present]:
         target = root / entry["path"]
-        if not target.is_file():
-            checks.append(Check(entry["path"], "sha256", False, "missing"))
+        if target.is_symlink() or not target.is_file():
+            checks.append(Check(entry["path"], "sha256", False, "missing or not a regular file"))
             continue
         digest, size = sha256_file(target), target.stat().st_size
         ok = digest == entry["sha256"] and size == entry["bytes"]
@@ -106,73 +138,20 @@ def _check_hashes(root: Path, manifest: dict[str, Any]) -> list[Check]:
             f"found {digest[:12]}… ({size} B)"
         )
         checks.append(Check(entry["path"], "sha256", ok, detail))
-    known = listed | {e["path"] for e in bs_side} | set(manifest.get("measurements", []))
-    for extra in sorted(_all_files(root) - known - {MANIFEST_NAME}):
-        checks.append(Check(extra, "listed", False, "file present but not in the manifest"))
+    known = {e["path"] for e in [*manifest["files"], *bs_side]}
+    known |= {MANIFEST_NAME, MANIFEST_HASH_NAME}
+    entries = _all_entries(root)
+    known |= {p for p in entries if is_measurement(p)}
+    for extra in sorted(entries - known):
+        what = "a link" if (root / extra).is_symlink() else "present but not in the manifest"
+        checks.append(Check(extra, "listed", False, what))
+    for link in sorted(p for p in known if (root / p).is_symlink()):
+        checks.append(Check(link, "listed", False, "a link"))
     return checks
 
 
-def _all_files(root: Path) -> set[str]:
-    return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
-
-
-def _check_golden(root: Path, artifact: dict[str, Any], hashes_ok: bool) -> Check:
-    name = artifact["file"]
-    if not hashes_ok:
-        return Check(name, "golden", False, "not run: the bundle's hashes do not match")
-    runtime = RUNTIMES[artifact["format"]]
-    names = [o["name"] for o in artifact.get("outputs", [])] or None
-    try:
-        outputs = run_artifact(
-            runtime, root / name, load_npy(root / artifact["golden"]["inputs"]), names
-        )
-    except runner.Skip as reason:
-        return Check(name, "golden", False, f"cannot run on {runtime}: {reason}")
-    expected = load_npy(root / artifact["golden"]["outputs"])
-    if outputs.shape != expected.shape:
-        return Check(name, "golden", False, f"output shape {outputs.shape} != {expected.shape}")
-    error = float(np.max(np.abs(outputs.astype(np.float64) - expected)))
-    tolerance = float(artifact["tolerance"]["max_abs"])
-    verdict = "within" if error <= tolerance else "exceeds"
-    return Check(name, "golden", error <= tolerance, f"max-abs {error:.3g} {verdict} {tolerance:g}")
-
-
-def run_artifact(
-    runtime: str, path: Path, inputs: np.ndarray, output_names: Sequence[str] | None = None
-) -> np.ndarray:
-    """Float outputs of one artifact on `inputs`: every output as float (dequantized where
-    the file quantizes it), flattened per sample and concatenated in `output_names` order (the
-    file's order when not given)."""
-    outputs = run_artifact_outputs(runtime, path, inputs, output_names)
-    return np.concatenate([y.reshape(len(y), -1) for y in outputs], axis=1).astype(np.float32)
-
-
-def run_artifact_outputs(
-    runtime: str, path: Path, inputs: np.ndarray, output_names: Sequence[str] | None = None
-) -> list[np.ndarray]:
-    """Each output of one artifact on `inputs`, one sample at a time (fixed-batch safe)."""
-    model = runner.open_model(runtime, path, threads=1, batch=1)
-    spec = model.inputs[0]
-    samples = runner.fit_layout(inputs.astype(np.float32), spec["shape"][1:], spec["name"])
-    order = _output_order(model.outputs, output_names, path)
-    rows: list[list[np.ndarray]] = [[] for _ in order]
-    for k in range(len(samples)):
-        feed = runner.to_input_dtype(samples[k : k + 1], spec)
-        results = model([feed])
-        for slot, index in enumerate(order):
-            rows[slot].append(
-                np.asarray(runner.as_float_output(results[index], model.outputs[index]))
-            )
-    return [np.concatenate(chunks) for chunks in rows]
-
-
-def _output_order(
-    specs: Sequence[dict[str, Any]], names: Sequence[str] | None, path: Path
-) -> list[int]:
-    if not names:
-        return list(range(len(specs)))
-    found = [s["name"] for s in specs]
-    missing = [n for n in names if n not in found]
-    if missing or len(names) != len(found):
-        raise runner.Skip(f"{path.name} has outputs {found}, the manifest lists {list(names)}")
-    return [found.index(n) for n in names]
+def _all_entries(root: Path) -> set[str]:
+    """Every file and link (links are never followed) below `root`."""
+    return {
+        p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_symlink() or not p.is_dir()
+    }

@@ -44,6 +44,13 @@ def _int_list(text: str) -> tuple[int, ...]:
 @click.option(
     "--remote-python", default="python3", show_default=True, help="Python on the ssh target."
 )
+@click.option(
+    "--ssh-timeout",
+    default=120.0,
+    show_default=True,
+    type=float,
+    help="Seconds each ssh step may take (connect, key exchange, copy, clean-up).",
+)
 @click.option("--inputs", type=click.Path(path_type=Path), help="An (N, ...) .npy input array.")
 @click.option(
     "--save-outputs", type=click.Path(path_type=Path), help="Save each file's outputs here."
@@ -64,6 +71,7 @@ def bench_command(
     identity: Path | None,
     ssh_options: tuple[str, ...],
     remote_python: str,
+    ssh_timeout: float,
     inputs: Path | None,
     save_outputs: Path | None,
     include_decoder: bool,
@@ -74,9 +82,11 @@ def bench_command(
     """Latency, init time, peak RSS and size of every artifact in PATH.
 
     PATH is an artifact directory or bundle from `csideploy export`, or one .onnx / .tflite
-    file. Writes perf.json and the latency section of report.md.
+    file. A bundle is verified first (and never rewritten). Writes perf.json and the latency
+    section of report.md; nothing when nothing could be measured.
     """
     from csideploy.bench import BenchConfig, run_bench
+    from csideploy.bench.processes import signals_raise
 
     config = BenchConfig(
         runtimes=tuple(r.strip() for r in runtimes.split(",") if r.strip()),
@@ -92,8 +102,10 @@ def bench_command(
         inputs=inputs,
         save_outputs=save_outputs,
         roofline=not no_roofline,
+        ssh_timeout_s=ssh_timeout,
     )
-    result = run_bench(path, config, out_dir=out_dir)
+    with signals_raise():  # SIGTERM / SIGHUP unwind: temp dirs removed, children killed
+        result = run_bench(path, config, out_dir=out_dir)
     if as_json:
         echo_json(result.perf)
         return

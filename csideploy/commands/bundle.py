@@ -11,21 +11,38 @@ from csideploy.commands._common import echo_json, reports_errors
 
 @click.command("verify")
 @click.argument("bundle", type=click.Path(path_type=Path))
+@click.option(
+    "--expect-sha256",
+    "expect_sha256",
+    metavar="HASH",
+    help="The manifest's sha256 as its producer published it (pins the whole contract).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @reports_errors
-def verify_command(bundle: Path, as_json: bool) -> None:
-    """Check a bundle directory or tarball: schema, sha256 of every file, golden vectors."""
+def verify_command(bundle: Path, expect_sha256: str | None, as_json: bool) -> None:
+    """Check a bundle directory or tarball: schema, manifest hash, sha256 of every file, the
+    declared interface against each file, golden vectors."""
+    from csideploy.bench.processes import signals_raise
+    from csideploy.bundle.checks import printable
+    from csideploy.bundle.integrity import normalized_hash
     from csideploy.bundle.verify import verify_bundle
 
-    report = verify_bundle(bundle)
+    pinned = normalized_hash(expect_sha256) if expect_sha256 is not None else None
+    with signals_raise():  # SIGTERM / SIGHUP unwind: the extraction folder is removed
+        report = verify_bundle(bundle, expect_sha256=pinned)
     if as_json:
         echo_json(report.as_dict())
     else:
         for check in report.checks:
             mark = "ok  " if check.ok else "FAIL"
-            click.echo(f"{mark} {check.check:<7} {check.file}: {check.detail}")
+            click.echo(
+                f"{mark} {check.check:<8} {printable(check.file)}: {printable(check.detail)}"
+            )
         verdict = "verified" if report.ok else f"{len(report.failures)} check(s) failed"
-        click.echo(f"{bundle}: {verdict}")
+        if report.manifest_sha256:
+            note = "" if pinned else " (not pinned: pass --expect-sha256 with the published hash)"
+            click.echo(f"manifest sha256 {report.manifest_sha256}{note}")
+        click.echo(f"{printable(str(bundle))}: {verdict}")
     if not report.ok:
         raise SystemExit(1)
 
@@ -36,9 +53,10 @@ def verify_command(bundle: Path, as_json: bool) -> None:
 @reports_errors
 def pack_command(bundle: Path, out: Path | None) -> None:
     """Write a reproducible DIR.tar.gz with the UE side only (no BS decoder)."""
+    from csideploy.bundle.checks import printable
     from csideploy.bundle.tarball import pack_bundle
 
-    click.echo(str(pack_bundle(bundle, out=out)))
+    click.echo(printable(str(pack_bundle(bundle, out=out))))
 
 
 def register(group: click.Group) -> None:

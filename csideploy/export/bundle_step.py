@@ -16,12 +16,7 @@ import numpy as np
 
 from csideploy.bundle.assemble import ArtifactSpec, assemble_bundle
 from csideploy.bundle.contract import feedback_payload, preprocessing_steps, tool_versions
-from csideploy.bundle.manifest import (
-    MANIFEST_NAME,
-    MEASUREMENT_FILES,
-    file_entry,
-    write_json_atomic,
-)
+from csideploy.bundle.manifest import MEASUREMENT_FILES, file_entry, write_manifest
 from csideploy.bundle.model_card import render_model_card
 
 GOLDEN_SAMPLES = 8
@@ -56,7 +51,7 @@ def write_bundle(directory: Path, result: Any, *, version: str) -> dict[str, Any
     manifest["files"] = sorted(
         [*manifest["files"], file_entry(directory, MODEL_CARD)], key=lambda e: e["path"]
     )
-    write_json_atomic(directory / MANIFEST_NAME, manifest)
+    write_manifest(directory, manifest)
     return manifest
 
 

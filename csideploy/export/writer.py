@@ -1,9 +1,12 @@
 """The export directory: built in a temporary sibling, renamed into place only when complete.
 
 `StagedOutput` owns the directory's life: it refuses an existing target without `force`,
-creates `<out>.tmp-XXXX` next to the target (so the final rename stays on one file system),
-removes it if anything fails, and on `commit()` renames it to the target. With `force`, the
-old directory is moved aside first and deleted only after the new one is in place.
+and with `force` replaces only a directory that is recognisably a csideploy export
+(`csideploy.bundle.replace`). It creates `<out>.tmp-<pid>-XXXX` next to the target (so the
+final rename stays on one file system), removes it if anything fails, and on `commit()`
+renames it to the target. With `force`, the old directory is moved aside first and deleted
+only after the new one is in place. Staging directories of killed exports are removed or
+reported on the next export to the same target (`csideploy.export.stale`).
 
 `write_reports` writes `numerics.json`, `report.md` and, last, `manifest.json` (which lists
 every other file with its sha256 and size).
@@ -22,7 +25,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from csideploy.bundle.replace import check_replaceable_dir
 from csideploy.errors import CsiDeployError, OutputExistsError
+from csideploy.export import stale
 from csideploy.export.numerics import format_layer_table
 
 if TYPE_CHECKING:
@@ -57,13 +62,15 @@ def file_entry(path: Path, root: Path) -> FileEntry:
 
 
 def check_output(out: str | os.PathLike[str], *, force: bool) -> Path:
-    """The absolute target, or an error if it exists (without `force`) or is not a directory."""
+    """The absolute target, or an error if it exists (without `force`), is not a directory, or
+    is not a csideploy export that `force` may replace."""
     target = Path(out).expanduser().absolute()
     if target.exists() or target.is_symlink():
         if not target.is_dir() or target.is_symlink():
             raise OutputExistsError(f"output path {target} exists and is not a directory")
         if not force:
             raise OutputExistsError(f"output directory {target} exists; pass --force to replace it")
+        check_replaceable_dir(target)
     for parent in target.parents:
         if parent.exists():
             if not parent.is_dir():
@@ -91,7 +98,8 @@ class StagedOutput:
             for directory in reversed(missing):
                 directory.mkdir()
                 self._created_parents.append(directory)
-            self.path = Path(tempfile.mkdtemp(prefix=f"{self.target.name}.tmp-", dir=parent))
+            stale.report(stale.sweep(self.target))
+            self.path = Path(tempfile.mkdtemp(prefix=stale.prefix(self.target), dir=parent))
         except OSError as error:
             self._remove_created_parents()
             raise CsiDeployError(
@@ -123,7 +131,12 @@ class StagedOutput:
                     f"output directory {self.target} appeared during the export; "
                     "pass --force to replace it"
                 )
-            old = Path(tempfile.mkdtemp(prefix=f"{self.target.name}.old-", dir=self.target.parent))
+            check_replaceable_dir(self.target)  # what is deleted below is still ours
+            old = Path(
+                tempfile.mkdtemp(
+                    prefix=stale.prefix(self.target, stale.PARKED), dir=self.target.parent
+                )
+            )
             os.replace(self.target, old / self.target.name)
         try:
             os.replace(self.path, self.target)

@@ -84,3 +84,36 @@ def bundle(pristine_bundle: Path, tmp_path: Path) -> Path:
     copy = tmp_path / pristine_bundle.name
     shutil.copytree(pristine_bundle, copy)
     return copy
+
+
+REPO = Path(__file__).resolve().parents[2]
+CRNET_64 = REPO / "tests/fixtures/official/crnet/in_64.pth"
+
+
+@pytest.fixture(scope="session")
+def exported_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real export made on the fly: CRNet CR 1/64 (the authors' indoor weights), fp32 and
+    static INT8 (int8 I/O TFLite), ONNX and TFLite, golden vectors, manifest."""
+    from csideploy.export.recipe import ExportConfig, run_export
+
+    torch.set_num_threads(1)
+    config = ExportConfig(
+        model="crnet",
+        checkpoint=str(CRNET_64),
+        int8="static",
+        formats=("onnx", "tflite"),
+        eval_samples=64,
+        calib_samples=32,
+        latency_runs=3,
+        out=str(tmp_path_factory.mktemp("export") / "crnet-cr64"),
+        max_nmse_drop=float("inf"),
+    )
+    return run_export(config).out_dir
+
+
+@pytest.fixture()
+def export_copy(exported_bundle: Path, tmp_path: Path) -> Path:
+    """A private copy of the real export that a test may tamper with."""
+    copy = tmp_path / exported_bundle.name
+    shutil.copytree(exported_bundle, copy)
+    return copy

@@ -72,6 +72,8 @@ def test_force_replaces_with_a_dynamic_int8_export(workdir, checkpoint):
     target = workdir / "artifacts" / "clnet-cr32"
     target.mkdir(parents=True)
     (target / "stale.txt").write_text("old")
+    previous = {"schema_version": "1.0", "files": [{"path": "stale.txt"}]}  # an earlier export
+    (target / "manifest.json").write_text(json.dumps(previous))
     result = _export("--model", "clnet", "--checkpoint", str(checkpoint), "--int8", "dynamic",
                      "--eval-samples", "32", "--force")
     assert result.exit_code == 0, result.stderr
