@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from torch import fx, nn
 
-OUTPUT_PATH_BN_WEIGHT = 0.1
+OUTPUT_PATH_BN_WEIGHT = 0.03
 """Initial weight of the decoder BatchNorms on its output path (see the module docstring)."""
 
 _CONV_OR_LINEAR = (nn.Conv1d, nn.Conv2d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.Linear)

@@ -143,6 +143,20 @@ def test_first_output_has_the_spread_of_released_csi(name: str) -> None:
     assert spread < 0.06, spread
 
 
+def test_a_short_run_on_built_in_data_reaches_negative_nmse() -> None:
+    """CLNet CR 1/4 on 1,000 built-in indoor samples: 100 Adam steps take the validation NMSE
+    below 0 dB (better than the constant 0.5). With every BatchNorm weight at 1 the same run
+    stays above +5 dB (measured: +7.3 dB), the plateau the output-path initialisation removes."""
+    train_x = generate(1000, scenario="indoor", seed=11)
+    val_x = generate(300, scenario="indoor", seed=12)
+    torch.manual_seed(0)
+    model = init_weights(build("clnet", 4))
+    config = TrainConfig(epochs=5, batch_size=50, lr=2e-3, warmup_epochs=0, device="cpu", threads=1)
+    result = fit(model, train_x, val_x, config, progress=False)
+    assert result.best_val_nmse_db < -0.5, result.val_nmse_history
+    assert evaluate(result.model, val_x).nmse_db == pytest.approx(result.best_val_nmse_db, abs=1e-3)
+
+
 def test_fit_lowers_the_loss_and_keeps_the_best_weights(csi: np.ndarray) -> None:
     torch.manual_seed(0)
     model = init_weights(build("crnet", 16))
