@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from csideploy import console
 from csideploy.errors import CsiDeployError
 
 
@@ -23,6 +24,10 @@ def reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:
         except CsiDeployError as error:
             click.echo(f"error: {error}", err=True)
             sys.exit(error.exit_code)
+        finally:
+            note = console.log_note()
+            if note:
+                click.echo(note, err=True)
 
     return wrapper
 

@@ -981,9 +981,12 @@ class _Timer:
 
     @contextmanager
     def step(self, name: str) -> Iterator[None]:
+        from csideploy import console
+
         start = time.perf_counter()
         try:
-            yield
+            with console.step(name):
+                yield
         finally:
             self.seconds[name] = round(self.seconds.get(name, 0.0) + time.perf_counter() - start, 3)
 
