@@ -15,7 +15,7 @@ from csideploy.errors import BundleError
 
 SCHEMA_VERSION = "1.0"
 MANIFEST_NAME = "manifest.json"
-MEASUREMENT_FILES = ("report.md", "report.html", "perf.json")
+MEASUREMENT_FILES = ("report.md", "report.html", "perf.json", "perf.export.json")
 """Files with timings: listed in `measurements`, not hashed, never packed (they differ run
 to run, so hashing them would make every export's manifest and tarball differ)."""
 
