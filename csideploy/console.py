@@ -178,4 +178,4 @@ def log_note() -> str | None:
     """One line saying where the captured library output went, when there was any."""
     if not _STATE.captured_lines or _STATE.log is None or _STATE.verbose:
         return None
-    return f"({_STATE.captured_lines} lines of library output in {_STATE.log}; -v shows them)"
+    return f"({_STATE.captured_lines} line(s) of library output in {_STATE.log}; -v shows them)"

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from csideploy import console
 from csideploy.commands._common import echo_json, reports_errors
 from csideploy.errors import CsiDeployError
 
@@ -93,7 +94,8 @@ def bench_command(
         save_outputs=save_outputs,
         roofline=not no_roofline,
     )
-    result = run_bench(path, config, out_dir=out_dir)
+    with console.captured("bench", own_stderr=True):
+        result = run_bench(path, config, out_dir=out_dir)
     if as_json:
         echo_json(result.perf)
         return

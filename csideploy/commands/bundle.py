@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from csideploy import console
 from csideploy.commands._common import echo_json, reports_errors
 
 
@@ -17,7 +18,8 @@ def verify_command(bundle: Path, as_json: bool) -> None:
     """Check a bundle directory or tarball: schema, sha256 of every file, golden vectors."""
     from csideploy.bundle.verify import verify_bundle
 
-    report = verify_bundle(bundle)
+    with console.captured("verify"):
+        report = verify_bundle(bundle)
     if as_json:
         echo_json(report.as_dict())
     else:

@@ -171,7 +171,7 @@ def load_run(directory: str | os.PathLike[str]) -> Run:
     run.numerics = _dict(read_json(folder / "numerics.json", run.problems)) or None
     run.export_latency = _dict(read_json(folder / EXPORT_LATENCY, run.problems)) or None
     run.model, run.cr = _model_and_cr(manifest, run.numerics or {}, run.perf or {})
-    run.files = _files(folder, run)
+    run.files = _files(folder, run, manifest)
     if not run.files and run.perf is None and run.numerics is None:
         raise DataError(
             f"{folder}: nothing to report (no .onnx/.tflite files, perf.json or numerics.json)"
@@ -194,7 +194,7 @@ def _model_and_cr(
     return None, None
 
 
-def _files(folder: Path, run: Run) -> list[FileRow]:
+def _files(folder: Path, run: Run, manifest: dict[str, Any]) -> list[FileRow]:
     """One row per model file on disk (or timed by perf.json), encoders first."""
     rows: dict[str, FileRow] = {}
     try:
@@ -204,6 +204,7 @@ def _files(folder: Path, run: Run) -> list[FileRow]:
     for path in paths:
         name = path.relative_to(folder).as_posix()
         sizes = runner.file_sizes(path)
+        facts = runner.manifest_facts(manifest, name, runner.artifact_role(name))
         rows[name] = FileRow(
             name=name,
             format=runner.FORMATS[path.suffix.lower()],
@@ -211,6 +212,8 @@ def _files(folder: Path, run: Run) -> list[FileRow]:
             precision=runner.artifact_precision(name),
             bytes=integer(sizes.get("bytes")),
             gzip_bytes=integer(sizes.get("gzip_bytes")),
+            params=integer(facts.get("params")),
+            macs=integer(facts.get("macs")),
         )
     for entry in _list((run.perf or {}).get("artifacts")):
         if isinstance(entry, dict) and isinstance(entry.get("name"), str):

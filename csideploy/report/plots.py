@@ -104,7 +104,7 @@ def sqnr_png(run: Run, row: FileRow, path: Path) -> Path | None:
     layers = sorted(row.layers, key=lambda x: x.sqnr_db)[:SQNR_ROWS]
     if not layers:
         return None
-    figure = _figure(6.4, 0.8 + 0.22 * len(layers))
+    figure = _figure(6.4, max(2.4, 0.8 + 0.22 * len(layers)))
     axes = figure.add_subplot()
     names = [f"{x.node or x.tensor} ({x.op_type})" for x in layers]
     values = [x.sqnr_db for x in layers]

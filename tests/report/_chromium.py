@@ -9,6 +9,7 @@ Chromium reads commands on fd 3 and writes replies on fd 4, each a JSON text end
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import shutil
@@ -124,10 +125,8 @@ class _Pipe:
         return json.loads(message)
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(RuntimeError, OSError):
             self.send("Browser.close")
-        except (RuntimeError, OSError):
-            pass
         try:
             self.process.wait(timeout=10)
         except subprocess.TimeoutExpired:
