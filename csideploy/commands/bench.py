@@ -137,15 +137,10 @@ def report_command(directories: tuple[Path, ...], out_dir: Path | None, as_json:
 
     files = render_report(list(directories), out_dir)
     if as_json:
-        echo_json(
-            {
-                "html": str(files.html),
-                "markdown": str(files.markdown),
-                "plots": [str(p) for p in files.plots],
-                "problems": list(files.problems),
-            }
-        )
+        echo_json(files.as_dict())
         return
+    for ship in files.ship:
+        click.echo(f"ship: {ship or 'nothing (no UE encoder passed its gates)'}")
     click.echo(f"wrote {files.html}, {files.markdown} and {len(files.plots)} plot(s)")
     for problem in files.problems:
         click.echo(f"note: {problem}", err=True)

@@ -35,12 +35,17 @@ def verify_command(bundle: Path, as_json: bool) -> None:
 @click.command("pack")
 @click.argument("bundle", type=click.Path(path_type=Path, file_okay=False))
 @click.option("--out", type=click.Path(path_type=Path), help="Tarball path (default DIR.tar.gz).")
+@click.option("--json", "as_json", is_flag=True, help='Print {"tarball": PATH} as JSON.')
 @reports_errors
-def pack_command(bundle: Path, out: Path | None) -> None:
+def pack_command(bundle: Path, out: Path | None, as_json: bool) -> None:
     """Write a reproducible DIR.tar.gz with the UE side only (no BS decoder)."""
     from csideploy.bundle.tarball import pack_bundle
 
-    click.echo(str(pack_bundle(bundle, out=out)))
+    tarball = pack_bundle(bundle, out=out)
+    if as_json:
+        echo_json({"tarball": str(tarball)})
+    else:
+        click.echo(str(tarball))
 
 
 def register(group: click.Group) -> None:
