@@ -19,6 +19,8 @@ from csideploy.export import MIN_CALIB_SAMPLES, MIN_EVAL_SAMPLES
 from csideploy.export.recipe import ExportConfig, run_export
 from csideploy.report import render_report
 
+pytestmark = pytest.mark.slow  # one real export (ONNX, INT8) shared by both tests
+
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
