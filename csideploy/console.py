@@ -7,8 +7,9 @@ temporary file around each noisy step and restores them afterwards. What was cap
 to the log file (`log_path()`, overwritten by each command) and, with `-v`, is replayed on
 stderr right after its step.
 
-`step(name)` wraps one step: it prints `name ... 1.2 s` on stderr (so `--json` keeps stdout
-clean) and captures the step's third-party output. `quiet_environment()` sets the variables
+`step(name)` wraps one step: it prints `name ... 1.2 s` on stdout (stderr carries only the
+one-line error when something fails; `--json` turns the lines off) and captures the step's
+third-party output. `quiet_environment()` sets the variables
 that TensorFlow reads when it loads; it runs when the CLI module is imported, before any of
 those libraries.
 """
@@ -41,6 +42,8 @@ class _State:
     """Per-process console settings, set once by the CLI group."""
 
     verbose: bool = False
+    progress: bool = False
+    """Step lines on stdout: on for CLI commands, off for --json and for library calls."""
     command: str = "csideploy"
     captured_lines: int = 0
     log: Path | None = None
@@ -56,9 +59,10 @@ def quiet_environment() -> None:
         os.environ.setdefault(key, value)
 
 
-def configure(*, verbose: bool, command: str | None = None) -> None:
-    """Remember `-v` and the command name (the log file is named after it)."""
+def configure(*, verbose: bool, command: str | None = None, progress: bool = True) -> None:
+    """Remember `-v`, whether to print steps, and the command (the log file's name)."""
     _STATE.verbose = verbose
+    _STATE.progress = progress
     if command:
         _STATE.command = command
     _STATE.captured_lines = 0
@@ -68,6 +72,11 @@ def configure(*, verbose: bool, command: str | None = None) -> None:
 
 def verbose() -> bool:
     return _STATE.verbose
+
+
+def show_progress(enabled: bool) -> None:
+    """Turn step lines off (a command printing --json) or on."""
+    _STATE.progress = enabled
 
 
 def log_path() -> Path:
@@ -156,8 +165,9 @@ def _record(step: str, text: str) -> None:
 
 @contextlib.contextmanager
 def step(name: str) -> Iterator[None]:
-    """Print `name ... N.N s` on stderr around a captured step."""
-    click.echo(f"  {name:<12}...", err=True, nl=False)
+    """`  name ... N.N s` on stdout around a captured step (stderr stays for errors)."""
+    if _STATE.progress:
+        click.echo(f"  {name:<12}...", nl=False)
     start = time.perf_counter()
     done = False
     try:
@@ -165,13 +175,9 @@ def step(name: str) -> Iterator[None]:
             yield
         done = True
     finally:
-        seconds = time.perf_counter() - start
-        click.echo(f" {seconds:.1f} s" if done else " failed", err=True)
-
-
-def progress(message: str) -> None:
-    """A line of csideploy's own progress, on stderr."""
-    click.echo(message, err=True)
+        if _STATE.progress:
+            seconds = time.perf_counter() - start
+            click.echo(f" {seconds:.1f} s" if done else " failed")
 
 
 def log_note() -> str | None:
