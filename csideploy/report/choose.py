@@ -1,10 +1,11 @@
 """Which file a handset team should ship, and the reasons, in words.
 
-Only UE encoder files that passed every gate qualify. Among them the smallest file wins
-unless it is clearly slower: a file more than `SLOWER` times the fastest qualifying file's
-p50 latency drops out first. Ties go to TFLite (the handset runtime). Latency here is
-measured on the machine that ran the export or the bench, not on the handset, which is why
-size decides within the band.
+Only UE encoder files that passed every gate qualify, and a file more than `SLOWER` times
+the fastest qualifying file's p50 latency drops out. Among the rest the smallest file wins;
+files within `SAME_SIZE` of the smallest count as equally small, and among those TFLite (the
+handset runtime) comes first, then the lower latency. Latency here is measured on the
+machine that ran the export or the bench, not on the handset, and moves from run to run on a
+shared machine, which is why it only rules out clearly slower files.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from dataclasses import dataclass
 from csideploy.report.load import FileRow, Run
 from csideploy.report.tables import fmt_bytes, fmt_db, fmt_us
 
-SLOWER = 1.25
+SLOWER = 2.0
+SAME_SIZE = 1.05
 
 
 @dataclass(frozen=True)
@@ -40,7 +42,14 @@ def choose(run: Run) -> Choice:
         for row in qualified
         if fastest is None or row.latency is None or row.latency.p50_us <= SLOWER * fastest
     ]
-    best = min(band, key=lambda r: (r.bytes or 0, r.format != "tflite", r.name))
+    smallest = min(row.bytes or 0 for row in band)
+
+    def rank(row: FileRow) -> tuple[int, bool, float, str]:
+        size = 0 if (row.bytes or 0) <= SAME_SIZE * smallest else row.bytes or 0
+        p50 = row.latency.p50_us if row.latency else float("inf")
+        return size, row.format != "tflite", p50, row.name
+
+    best = min(band, key=rank)
     return Choice(best.name, _reasons(best, qualified, fastest, failed))
 
 

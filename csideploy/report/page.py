@@ -46,6 +46,7 @@ h1 { font-size: 1.35em; } h2 { font-size: 1.15em; margin-top: 1.6em; } h3 { font
 table { border-collapse: collapse; margin: 0.4em 0 1em; font-size: 0.85em; }
 th, td { border: 1px solid #ccc; padding: 0.25em 0.5em; text-align: right; white-space: nowrap; }
 th { background: #f0f0f0; } td:first-child, th:first-child { text-align: left; }
+td[data-key="gate"], td[data-key="float_ops"] { text-align: left; white-space: normal; }
 td.fail { color: #fff; background: #c0392b; font-weight: bold; }
 .ship { border: 2px solid #1e8449; background: #eafaf1; padding: 0.6em 0.9em; border-radius: 6px; }
 .ship.none { border-color: #c0392b; background: #fdedec; }

@@ -93,6 +93,7 @@ def pareto_png(runs: Sequence[Run], path: Path) -> Path | None:
     where = "csideploy bench" if sources == {"bench"} else "the export's quick check"
     axes.set_xlabel(f"p50 latency, batch 1, 1 thread (µs; {where})")
     axes.set_ylabel("NMSE (dB, lower is better)")
+    axes.ticklabel_format(axis="y", useOffset=False, style="plain")
     axes.set_title("NMSE vs latency; marker area = file size", fontsize=10)
     axes.grid(alpha=0.3)
     axes.margins(0.3)
@@ -112,9 +113,9 @@ def sqnr_png(run: Run, row: FileRow, path: Path) -> Path | None:
     axes.barh(range(len(layers)), values, color=colors)
     axes.set_yticks(range(len(layers)), names, fontsize=7)
     axes.invert_yaxis()
-    axes.set_xlabel("SQNR vs float (dB, higher is better; red < 10 dB, orange < 20 dB)")
-    shown = f"worst {len(layers)} of {len(row.layers)}" if len(row.layers) > len(layers) else ""
-    axes.set_title(f"{run.label}: {row.name} per-tensor SQNR {shown}".strip(), fontsize=10)
+    axes.set_xlabel("SQNR vs float (dB, higher is better; red < 10, orange < 20)", fontsize=9)
+    shown = f", worst {len(layers)} of {len(row.layers)}" if len(row.layers) > len(layers) else ""
+    figure.suptitle(f"{run.label}: {row.name}, SQNR per tensor{shown}", fontsize=9)
     axes.grid(axis="x", alpha=0.3)
     return _png(figure, path)
 
