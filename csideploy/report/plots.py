@@ -40,7 +40,10 @@ def pareto_points(runs: Sequence[Run]) -> list[tuple[Run, FileRow]]:
         (run, row)
         for run in runs
         for row in run.files
-        if row.role == "encoder" and row.nmse_db is not None and row.latency is not None
+        if row.role == "encoder"
+        and row.nmse_db is not None
+        and math.isfinite(row.nmse_db)
+        and row.latency is not None
     ]
 
 
@@ -102,7 +105,8 @@ def pareto_png(runs: Sequence[Run], path: Path) -> Path | None:
 
 def sqnr_png(run: Run, row: FileRow, path: Path) -> Path | None:
     """Horizontal bars of per-tensor SQNR (dB), worst first, for one quantized file."""
-    layers = sorted(row.layers, key=lambda x: x.sqnr_db)[:SQNR_ROWS]
+    finite = [x for x in row.layers if math.isfinite(x.sqnr_db)]
+    layers = sorted(finite, key=lambda x: x.sqnr_db)[:SQNR_ROWS]
     if not layers:
         return None
     figure = _figure(6.4, max(2.4, 0.8 + 0.22 * len(layers)))

@@ -36,6 +36,7 @@ from csideploy.report.page import page
 from csideploy.report.tables import FILE_HEADER, file_cells
 
 PLOTS_DIR = "plots"
+MANIFEST = "manifest.json"
 
 __all__ = [
     "BLOCK_BEGIN",
@@ -101,9 +102,9 @@ def render_report(
     runs = [load_run(d) for d in directories]
     unique_labels(runs)
     out = Path(out_dir) if out_dir is not None else runs[0].directory
-    # Inside an export the plots live only in report.html: a PNG in the bundle would be a
-    # hashed file that a later `csideploy report` could not redraw byte for byte.
-    keep = export_result is None
+    # In a bundle (an export's directory, with its manifest) the plots live only in
+    # report.html: a PNG there would be a file the manifest does not list.
+    keep = export_result is None and not (out / MANIFEST).is_file()
     with tempfile.TemporaryDirectory(prefix="csideploy-plots-") as scratch:
         figures = _draw(runs, out / PLOTS_DIR if keep else Path(scratch))
         html_path = write_atomic(out / "report.html", page(runs, figures))

@@ -11,25 +11,27 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import jsonschema
 import pytest
 from _chromium import render
 
+import csideploy
 from csideploy.bench import BenchConfig, run_bench
 from csideploy.export import MIN_CALIB_SAMPLES, MIN_EVAL_SAMPLES
-from csideploy.export.recipe import ExportConfig, run_export
+from csideploy.export.recipe import ExportConfig, ExportResult, run_export
 from csideploy.report import render_report
 
 pytestmark = pytest.mark.slow  # one real export (ONNX, INT8) shared by both tests
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The default CLNet exported to ONNX fp32 + INT8, then benched and reported."""
+def export_result(tmp_path_factory: pytest.TempPathFactory) -> ExportResult:
+    """The default CLNet exported to ONNX fp32 + static INT8, with small sample counts."""
     import torch
 
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("browser") / "clnet-cr4"
-    run_export(
+    return run_export(
         ExportConfig(
             model="clnet",
             int8="static",
@@ -40,7 +42,17 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
             out=str(out),
         )
     )
-    return out
+
+
+@pytest.fixture(scope="module")
+def exported(export_result: ExportResult) -> Path:
+    return export_result.out_dir
+
+
+def _schema(command: str) -> dict:
+    """The JSON Schema of one command's --json output."""
+    path = Path(csideploy.__file__).parent / "bundle" / "cli-output.schema.json"
+    return {**json.loads(path.read_text()), "$ref": f"#/$defs/{command}"}
 
 
 def _cells(page, table: str) -> dict[tuple[str, str], object]:
@@ -77,7 +89,8 @@ def test_bench_report_in_chromium(exported: Path, tmp_path: Path) -> None:
     import shutil
 
     folder = Path(shutil.copytree(exported, tmp_path / exported.name))
-    run_bench(folder, BenchConfig(runs=30, warmup=3, roofline=False))
+    perf = run_bench(folder, BenchConfig(runs=30, warmup=3, roofline=False)).perf
+    jsonschema.validate(perf, _schema("bench"))  # what `csideploy bench --json` prints
     files = render_report([folder])
     page = render(files.html.as_uri())
     assert page.errors == []
@@ -91,3 +104,11 @@ def test_bench_report_in_chromium(exported: Path, tmp_path: Path) -> None:
     assert any(a.startswith("per-tensor SQNR of") for a in alts)
     assert any(a.startswith("NMSE vs latency") for a in alts)
     assert all(i["complete"] and i["width"] > 0 for i in page.images)
+
+
+def test_export_json_matches_its_schema(export_result: ExportResult) -> None:
+    document = json.loads(json.dumps(export_result.to_dict()))  # what --json prints
+    jsonschema.validate(document, _schema("export"))
+    assert {a["file"] for a in document["artifacts"]} == {
+        "encoder.onnx", "encoder.int8.onnx", "decoder.onnx"
+    }  # fmt: skip
