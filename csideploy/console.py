@@ -136,21 +136,27 @@ def captured(step: str, *, own_stderr: bool = False) -> Iterator[None]:
 
 @contextlib.contextmanager
 def _python_stderr_to(fd: int, sink: IO[bytes]) -> Iterator[None]:
-    """`sys.stderr` on `fd` for the block; warnings written into `sink`."""
-    stream = open(os.dup(fd), "w", encoding="utf-8", errors="replace", closefd=True)  # noqa: SIM115
+    """`sys.stderr` on `fd` for the block (when it was fd 2); warnings written into `sink`."""
     original, shown = sys.stderr, warnings.showwarning
+    try:
+        on_fd2 = original.fileno() == 2
+    except (AttributeError, OSError, ValueError):
+        on_fd2 = False  # already a Python-level stream (a test runner's): leave it
+    stream = open(os.dup(fd), "w", encoding="utf-8", errors="replace") if on_fd2 else None  # noqa: SIM115
 
     def to_sink(message, category, filename, lineno, file=None, line=None) -> None:  # type: ignore[no-untyped-def]
         text = warnings.formatwarning(message, category, filename, lineno, line)
         sink.write(text.encode("utf-8", errors="replace"))
 
-    sys.stderr, warnings.showwarning = stream, to_sink
+    warnings.showwarning = to_sink
+    if stream is not None:
+        sys.stderr = stream
     try:
         yield
     finally:
-        stream.flush()
         sys.stderr, warnings.showwarning = original, shown
-        stream.close()
+        if stream is not None:
+            stream.close()
 
 
 def _record(step: str, text: str) -> None:
