@@ -139,8 +139,9 @@ def report_command(directories: tuple[Path, ...], out_dir: Path | None, as_json:
     if as_json:
         echo_json(files.as_dict())
         return
-    for ship in files.ship:
-        click.echo(f"ship: {ship or 'nothing (no UE encoder passed its gates)'}")
+    for directory, ship in zip(directories, files.ship, strict=True):
+        where = f" ({directory})" if len(directories) > 1 else ""
+        click.echo(f"ship{where}: {ship or 'nothing (no UE encoder passed its gates)'}")
     click.echo(f"wrote {files.html}, {files.markdown} and {len(files.plots)} plot(s)")
     for problem in files.problems:
         click.echo(f"note: {problem}", err=True)
