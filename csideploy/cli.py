@@ -14,8 +14,20 @@ from csideploy.commands._common import echo_json, reports_errors
 
 @click.group()
 @click.version_option(__version__, prog_name="csideploy")
-def main() -> None:
+@click.option(
+    "-v",
+    "--verbose",
+    is_flag=True,
+    help="Also show other libraries' logs and warnings (always kept in a log file).",
+)
+@click.pass_context
+def main(context: click.Context, verbose: bool) -> None:
     """csideploy: trained CSI-feedback autoencoder -> verified UE encoder artifacts."""
+    from csideploy import console
+
+    if not verbose:
+        console.quiet_environment()
+    console.configure(verbose=verbose, command=context.invoked_subcommand)
 
 
 @main.command("models")
@@ -56,3 +68,7 @@ def _register_subcommands() -> None:
 
 
 _register_subcommands()
+
+
+if __name__ == "__main__":
+    main()

@@ -16,7 +16,13 @@ SCHEMA_VERSION = "1.0"
 MANIFEST_NAME = "manifest.json"
 MANIFEST_HASH_NAME = "MANIFEST.sha256"
 """`<sha256>  manifest.json`, as sha256sum writes it: the manifest's own hash."""
-MEASUREMENT_FILES = ("report.md", "report.html", "perf.json", "perf.emulated.json")
+MEASUREMENT_FILES = (
+    "report.md",
+    "report.html",
+    "perf.json",
+    "perf.export.json",
+    "perf.emulated.json",
+)
 """Files with timings: never hashed, never packed (they differ run to run, so hashing them
 would make every export's manifest and tarball differ). Only these names may be unhashed:
 the schema allows no other name under `measurements`, and `verify` fails any other

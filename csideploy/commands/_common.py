@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from csideploy import console
 from csideploy.errors import CsiDeployError
 
 
@@ -18,11 +19,17 @@ def reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("as_json"):
+            console.show_progress(False)
         try:
-            return command(*args, **kwargs)
+            result = command(*args, **kwargs)
         except CsiDeployError as error:
             click.echo(f"error: {error}", err=True)
             sys.exit(error.exit_code)
+        note = console.log_note()
+        if note:
+            click.echo(note, err=True)
+        return result
 
     return wrapper
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from csideploy import console
 from csideploy.commands._common import echo_json, reports_errors
 from csideploy.errors import CsiDeployError
 
@@ -104,7 +105,7 @@ def bench_command(
         roofline=not no_roofline,
         ssh_timeout_s=ssh_timeout,
     )
-    with signals_raise():  # SIGTERM / SIGHUP unwind: temp dirs removed, children killed
+    with signals_raise(), console.captured("bench", own_stderr=True):
         result = run_bench(path, config, out_dir=out_dir)
     if as_json:
         echo_json(result.perf)
@@ -147,15 +148,11 @@ def report_command(directories: tuple[Path, ...], out_dir: Path | None, as_json:
 
     files = render_report(list(directories), out_dir)
     if as_json:
-        echo_json(
-            {
-                "html": str(files.html),
-                "markdown": str(files.markdown),
-                "plots": [str(p) for p in files.plots],
-                "problems": list(files.problems),
-            }
-        )
+        echo_json(files.as_dict())
         return
+    for directory, ship in zip(directories, files.ship, strict=True):
+        where = f" ({directory})" if len(directories) > 1 else ""
+        click.echo(f"ship{where}: {ship or 'nothing (no UE encoder passed its gates)'}")
     click.echo(f"wrote {files.html}, {files.markdown} and {len(files.plots)} plot(s)")
     for problem in files.problems:
         click.echo(f"note: {problem}", err=True)

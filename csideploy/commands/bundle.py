@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from csideploy import console
 from csideploy.commands._common import echo_json, reports_errors
 
 
@@ -28,7 +29,8 @@ def verify_command(bundle: Path, expect_sha256: str | None, as_json: bool) -> No
     from csideploy.bundle.verify import verify_bundle
 
     pinned = normalized_hash(expect_sha256) if expect_sha256 is not None else None
-    with signals_raise():  # SIGTERM / SIGHUP unwind: the extraction folder is removed
+    # SIGTERM / SIGHUP unwind: the extraction folder is removed
+    with signals_raise(), console.captured("verify"):
         report = verify_bundle(bundle, expect_sha256=pinned)
     if as_json:
         echo_json(report.as_dict())
@@ -50,13 +52,18 @@ def verify_command(bundle: Path, expect_sha256: str | None, as_json: bool) -> No
 @click.command("pack")
 @click.argument("bundle", type=click.Path(path_type=Path, file_okay=False))
 @click.option("--out", type=click.Path(path_type=Path), help="Tarball path (default DIR.tar.gz).")
+@click.option("--json", "as_json", is_flag=True, help='Print {"tarball": PATH} as JSON.')
 @reports_errors
-def pack_command(bundle: Path, out: Path | None) -> None:
+def pack_command(bundle: Path, out: Path | None, as_json: bool) -> None:
     """Write a reproducible DIR.tar.gz with the UE side only (no BS decoder)."""
     from csideploy.bundle.checks import printable
     from csideploy.bundle.tarball import pack_bundle
 
-    click.echo(printable(str(pack_bundle(bundle, out=out))))
+    tarball = pack_bundle(bundle, out=out)
+    if as_json:
+        echo_json({"tarball": str(tarball)})
+    else:
+        click.echo(printable(str(tarball)))
 
 
 def register(group: click.Group) -> None:

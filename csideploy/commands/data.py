@@ -9,6 +9,7 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
+from csideploy import console
 from csideploy.commands._common import echo_json, reports_errors
 from csideploy.errors import CsiDeployError
 
@@ -229,7 +230,8 @@ def synth_command(
         },
     }
     try:
-        summary = _write(out_dir, source, paired, ul_carrier_ghz, common, sionna)
+        with console.captured("data", own_stderr=True):
+            summary = _write(out_dir, source, paired, ul_carrier_ghz, common, sionna)
     except CsiDeployError:
         raise
     except ValueError as error:  # e.g. fractions that leave a split empty

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import click
 
 from csideploy.commands._common import echo_json, latent_option, reports_errors
@@ -208,20 +211,40 @@ def export_command(
         f"exported {result.model} CR 1/{result.cr} to {result.out_dir} "
         f"in {sum(result.seconds.values()):.1f} s"
     )
-    for a in result.artifacts:
-        n = a.numerics
-        p50 = f"  p50 {a.latency.p50_us:.0f} us" if a.latency else ""
-        error = f"{n.compared_output} max-abs {n.max_abs_error:.2g}"
-        if n.level_mismatch is not None:
-            error = f"levels differ {n.level_mismatch:.2%} (max {n.max_abs_error:.0f})"
-        click.echo(
-            f"  {a.file:<20}{a.side:<3}{a.precision:<8}{a.bytes:>11,} B  {error}  "
-            f"NMSE {n.nmse_db:.2f} dB ({n.delta_nmse_db:+.3f}){p50}"
-        )
+    _summary_table(result)
     click.echo(
         f"float NMSE {result.float_nmse_db:.2f} dB ({result.convention.name}) on "
         f"{result.evaluation.samples} samples of {result.evaluation.source}"
     )
+    _ship_line(result.out_dir)
+
+
+def _summary_table(result: Any) -> None:
+    """One line per written file: size, error, NMSE, ΔNMSE, quick latency, gates."""
+    click.echo(
+        f"  {'file':<20}{'side':<5}{'prec':<6}{'bytes':>11}  {'max-abs error':<19}"
+        f"{'NMSE dB':>8}{'ΔNMSE':>8}{'p50 µs':>8}  gates"
+    )
+    for a in result.artifacts:
+        n = a.numerics
+        error = f"{n.compared_output} {n.max_abs_error:.2g}"
+        if n.level_mismatch is not None:
+            error = f"levels {n.level_mismatch:.2%}"
+        p50 = f"{a.latency.p50_us:.0f}" if a.latency else "-"
+        gates = "ok" if all(g.passed for g in a.gates) else "FAILED"
+        click.echo(
+            f"  {a.file:<20}{a.side:<5}{a.precision:<6}{a.bytes:>11,}  {error:<19}"
+            f"{n.nmse_db:>8.2f}{n.delta_nmse_db:>+8.3f}{p50:>8}  {gates}"
+        )
+
+
+def _ship_line(out_dir: Path) -> None:
+    """Which file to ship, as report.html words it."""
+    from csideploy.report.choose import choose
+    from csideploy.report.load import load_run
+
+    choice = choose(load_run(out_dir))
+    click.echo(f"ship: {choice.file or 'nothing'}; why, plots and gates: {out_dir / 'report.html'}")
 
 
 def register(group: click.Group) -> None:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from csideploy import console
 from csideploy.commands._common import echo_json, latent_option, reports_errors
 
 _CONVENTIONS = ("linear", "batch_db", "sample_db")
@@ -129,17 +130,18 @@ def train_command(
         )
     except ValueError as error:
         raise click.BadParameter(str(error)) from None
-    result = train(
-        name,
-        cr,
-        data_dir,
-        config,
-        out_path=out_path or Path(f"{name}_cr{cr}.pt"),
-        resume=resume,
-        progress=not no_progress,
-        scenario=scenario,
-        options={"quantizer": quantizer, "bits": bits},
-    )
+    with console.captured("train", own_stderr=True):
+        result = train(
+            name,
+            cr,
+            data_dir,
+            config,
+            out_path=out_path or Path(f"{name}_cr{cr}.pt"),
+            resume=resume,
+            progress=not no_progress,
+            scenario=scenario,
+            options={"quantizer": quantizer, "bits": bits},
+        )
     if as_json:
         echo_json(result.as_dict())
         return

@@ -779,7 +779,7 @@ def write_step(staging: Path, result: ExportResult, *, version: str = "0.1.0") -
     from csideploy.report.render import render_report
 
     write_reports(staging, result)
-    render_report([staging])
+    render_report([staging], export_result=result)
     write_bundle(staging, result, version=version)
     listed = sorted(p for p in staging.rglob("*") if p.is_file())
     return replace(result, files=tuple(file_entry(p, staging) for p in listed))
@@ -981,9 +981,12 @@ class _Timer:
 
     @contextmanager
     def step(self, name: str) -> Iterator[None]:
+        from csideploy import console
+
         start = time.perf_counter()
         try:
-            yield
+            with console.step(name):
+                yield
         finally:
             self.seconds[name] = round(self.seconds.get(name, 0.0) + time.perf_counter() - start, 3)
 

@@ -244,6 +244,7 @@ def numerics_document(result: ExportResult) -> dict[str, Any]:
         "evaluation": result.evaluation.to_dict(),
         "calibration": result.calibration.to_dict() if result.calibration else None,
         "float_nmse_db": result.float_nmse_db,
+        "sizes": result.sizes.to_dict(),
         "limits": {
             "onnx_max_abs_error": result.onnx_tolerance,
             "max_nmse_drop_db": result.max_nmse_drop_db,

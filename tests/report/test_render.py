@@ -1,8 +1,9 @@
-"""report.md / report.html from real perf.json, numerics.json of various layouts, and plots."""
+"""report.md / report.html from a real perf.json and numerics.json in the export's layout."""
 
 from __future__ import annotations
 
 import base64
+import io
 import json
 import re
 import shutil
@@ -14,26 +15,73 @@ from click.testing import CliRunner
 
 from csideploy.bench import BenchConfig, run_bench
 from csideploy.cli import main
-from csideploy.report.render import (
-    BLOCK_BEGIN,
-    BLOCK_END,
-    load_run,
-    nmse_for,
-    numerics_records,
-    render_report,
-    replace_block,
-)
+from csideploy.report.load import load_run
+from csideploy.report.render import BLOCK_BEGIN, BLOCK_END, render_report, replace_block
 
 EXPORT_REPORT = "# clnet CR 1/64 export\n\nNumerics gate passed.\n"
+
+
+def _record(file: str, precision: str, nmse: float, error: float, **extra: object) -> dict:
+    """One artifact record as `csideploy export` writes it into numerics.json."""
+    int8 = precision == "int8"
+    return {
+        "file": file,
+        "format": file.rsplit(".", 1)[1],
+        "role": "encoder",
+        "precision": precision,
+        "compared_output": "codeword",
+        "max_abs_error": error,
+        "nmse_db": nmse,
+        "float_nmse_db": -29.1,
+        "delta_nmse_db": nmse + 29.1,
+        "samples": 200,
+        "level_mismatch": None,
+        "gates": [
+            {"name": "NMSE drop (dB)", "measured": nmse + 29.1, "limit": 0.5, "passed": True}
+            if int8
+            else {
+                "name": "max-abs codeword error",
+                "measured": error,
+                "limit": 1e-4,
+                "passed": True,
+            }
+        ],
+        "float_ops": ["Mul"] if int8 else [],
+        "layers": [
+            {
+                "tensor": "t1",
+                "node": "encoder.fc/Gemm",
+                "op_type": "Gemm",
+                "sqnr_db": 8.5,
+                "local_sqnr_db": 9.0,
+            },
+            {
+                "tensor": "t0",
+                "node": "encoder.conv/Conv",
+                "op_type": "Conv",
+                "sqnr_db": 31.0,
+                "local_sqnr_db": None,
+            },
+        ]
+        if file == "encoder.int8.onnx"
+        else [],
+        **extra,
+    }
+
+
 NUMERICS = {
     "model": "clnet",
-    "checks": [
-        {"artifact": "encoder.onnx", "max_abs": 2.1e-7, "nmse_db": -29.1, "float_nmse_db": -29.1},
-        {"artifact": "encoder.int8.onnx", "max_abs": 3.2e-3, "nmse_db": -27.5, "passed": True},
-        {"artifact": "encoder.tflite", "max_abs": 1.9e-7, "nmse_db": -29.1},
-        {"artifact": "encoder.int8.tflite", "max_abs": 4.0e-3, "nmse_db": -26.8},
+    "cr": 64,
+    "float_nmse_db": -29.1,
+    "sizes": {"params_encoder": 66036, "params_decoder": 70000, "macs_encoder": 1000000,
+              "macs_decoder": 2000000},
+    "artifacts": [
+        _record("encoder.onnx", "fp32", -29.1, 2.1e-7),
+        _record("encoder.int8.onnx", "int8", -27.5, 3.2e-3),
+        _record("encoder.tflite", "fp32", -29.1, 1.9e-7),
+        _record("encoder.int8.tflite", "int8", -26.8, 4.0e-3),
     ],
-}
+}  # fmt: skip
 
 
 @pytest.fixture(scope="session")
@@ -63,26 +111,33 @@ def test_report_single_directory(benched_copy: Path) -> None:
     assert files.html == benched_copy / "report.html"
     html = files.html.read_text()
     pngs = _embedded_pngs(html)
-    assert len(pngs) == len(files.plots) == 5  # four histograms and the Pareto plot
-    assert all(png.startswith(b"\x89PNG\r\n\x1a\n") for png in pngs)
-    for plot in files.plots:
-        height, width, _ = matplotlib.image.imread(plot).shape
-        assert width >= 600 and height >= 350
-    for heading in ("<h2>Latency</h2>", "<h2>Size</h2>", "<h2>Numerics</h2>", "<h2>Plots</h2>"):
+    # The Pareto plot, SQNR of the one file with layers, four latency histograms; inline
+    # only, since a PNG beside the manifest would be a file it does not list.
+    assert len(pngs) == 6 and files.plots == ()
+    assert not (benched_copy / "plots").exists()
+    for png in pngs:
+        height, width, _ = matplotlib.image.imread(io.BytesIO(png), format="png").shape
+        assert width >= 600 and height >= 240
+    for heading in ("<h2>What to ship</h2>", "<h2>Files</h2>", "<h3>Gates</h3>", "<h2>Plots</h2>"):
         assert heading in html
+    # The smallest passing file unless timed > 2x the fastest: an INT8 file, or a float
+    # one when this shared machine timed INT8 slow.
+    (ship,) = files.ship
+    assert ship in ("encoder.int8.tflite", "encoder.int8.onnx", "encoder.tflite", "encoder.onnx")
+    assert f'data-ship="{ship}"' in html
+    assert "-27.50 dB" in html and "+1.600 dB" in html  # NMSE and ΔNMSE, rounded, with units
     assert "lower bound on latency, not a prediction" in html
 
     md = files.markdown.read_text()
     assert md.startswith(EXPORT_REPORT)  # the export's text is kept
     assert md.count(BLOCK_BEGIN) == 1 and md.count(BLOCK_END) == 1
     assert "| artifact | runtime | threads | p50 |" in md
-    assert "| artifact | role | precision | bytes | gzip | params | MACs |" in md
-    assert "| encoder.onnx | encoder | fp32 |" in md
-    assert "| artifact | max_abs | nmse_db |" in md
-    assert "| encoder.int8.onnx | 0.0032 | -27.5 |  | passed |" in md
-    assert "![Pareto: NMSE vs latency vs size](plots/pareto.png)" in md
-    for link in re.findall(r"!\[[^]]*\]\(([^)]+)\)", md):
-        assert (benched_copy / link).is_file()
+    assert "| file | side | precision | size | params | MACs | latency p50 |" in md
+    assert "| encoder.int8.onnx | UE | int8 |" in md
+    assert "| 66,036 | " in md  # encoder params (the manifest's count comes first)
+    assert "| -27.50 dB | +1.600 dB | 0.0032 (codeword) | passed |" in md
+    assert f"## What to ship\n\n**{ship}**. {ship} passed its 1 gate(s)" in md
+    assert "](plots/" not in md
     # Rendering again replaces the block instead of adding one.
     render_report([benched_copy])
     assert files.markdown.read_text().count(BLOCK_BEGIN) == 1
@@ -100,55 +155,76 @@ def test_report_several_directories(benched: Path, tmp_path: Path) -> None:
     written = json.loads(result.stdout)
     md = Path(written["markdown"]).read_text()
     assert "clnet-cr64/encoder.onnx" in md and "crnet-cr4/encoder.onnx" in md
-    assert len(written["plots"]) == 9
+    assert len(written["plots"]) == 11  # one Pareto, two SQNR, eight histograms
+    assert len(written["ship"]) == 2 and all(s.startswith("encoder.") for s in written["ship"])
     html = Path(written["html"]).read_text()
-    assert len(_embedded_pngs(html)) == 9
+    assert len(_embedded_pngs(html)) == 11
+    md_links = re.findall(r"!\[[^]]*\]\(([^)]+)\)", md)
+    assert "plots/pareto.png" in md_links and len(md_links) == 11
+    assert all((tmp_path / "combined" / link).is_file() for link in md_links)
     assert (
         not (benched / "report.html").exists()
         or "crnet" not in (benched / "report.html").read_text()
     )
 
 
-def test_pareto_uses_numerics(benched_copy: Path) -> None:
+def test_rows_read_numerics_by_key(benched_copy: Path) -> None:
+    numerics = json.loads((benched_copy / "numerics.json").read_text())
+    numerics["artifacts"][1]["gates"].append(
+        {"name": "codeword fidelity", "measured": 0.97, "limit": 0.95, "passed": True}
+    )
+    numerics["artifacts"][1]["kept_float_layers"] = "encoder.fc"
+    (benched_copy / "numerics.json").write_text(json.dumps(numerics))
     run = load_run(benched_copy)
-    assert nmse_for(run.numerics, "encoder.int8.onnx") == -27.5
-    assert nmse_for(run.numerics, "encoder.onnx") == -29.1  # not the float reference key
-    assert nmse_for(run.numerics, "decoder.onnx") is None
-    from csideploy.report.render import pareto_points
+    rows = {row.name: row for row in run.files}
+    int8 = rows["encoder.int8.onnx"]
+    assert (int8.nmse_db, int8.max_abs_error, int8.float_ops) == (-27.5, 3.2e-3, ("Mul",))
+    assert [g.name for g in int8.gates] == ["NMSE drop (dB)", "codeword fidelity"]
+    assert int8.extra == {"kept_float_layers": "encoder.fc"}
+    assert int8.latency is not None and int8.latency.source == "bench"
+    assert (rows["decoder.onnx"].params, rows["decoder.onnx"].nmse_db) == (69362, None)
+    html = render_report([benched_copy]).html.read_text()
+    assert "codeword fidelity" in html and "kept_float_layers" in html
 
-    points = {p["artifact"]: p for p in pareto_points([run])}
-    assert points["encoder.int8.tflite"]["nmse_db"] == -26.8
-    assert points["encoder.int8.tflite"]["bytes"] < points["encoder.tflite"]["bytes"]
+
+def test_failed_gate_is_not_shipped(benched_copy: Path) -> None:
+    numerics = json.loads((benched_copy / "numerics.json").read_text())
+    for record in numerics["artifacts"]:
+        if record["precision"] == "int8":
+            record["gates"][0]["passed"] = False
+    (benched_copy / "numerics.json").write_text(json.dumps(numerics))
+    files = render_report([benched_copy])
+    assert files.ship[0] in ("encoder.onnx", "encoder.tflite")
+    assert "Failed a gate, not to be shipped: encoder.int8.onnx, encoder.int8.tflite." in (
+        files.html.read_text()
+    )
 
 
 @pytest.mark.parametrize(
     "numerics",
     [
-        {"encoder.onnx": {"nmse_db": -20.0, "max_abs": 1e-6}},
-        [{"file": "encoder.onnx", "e2e": {"nmse_db": -20.0}}],
-        {"steps": {"onnx": {"path": "artifacts/encoder.onnx", "nmse": -20.0}}},
-        {"encoder.onnx": "passed"},
+        {"artifacts": [{"file": "encoder.onnx", "nmse_db": "-20", "gates": "passed"}]},
+        {"artifacts": [{"file": "encoder.onnx", "gates": [{"limit": "inf"}], "layers": [7]}]},
+        {"artifacts": "none", "sizes": [1]},
         [1, 2, 3],
         "text",
         None,
-        {"checks": [{"artifact": "encoder.onnx", "nmse_db": float("nan")}]},
+        {"artifacts": [{"file": "encoder.onnx", "nmse_db": float("nan")}]},
     ],
 )
-def test_numerics_layouts_never_crash(numerics: object, benched_copy: Path) -> None:
-    records = numerics_records(numerics)
-    assert all(isinstance(label, str) for label, _ in records)
-    value = nmse_for(numerics, "encoder.onnx")
-    assert value in (None, -20.0)
+def test_odd_numerics_never_crash(numerics: object, benched_copy: Path) -> None:
     (benched_copy / "numerics.json").write_text(json.dumps(numerics))
     files = render_report([benched_copy])
-    assert "## Size" in files.markdown.read_text()
+    row = next(r for r in load_run(benched_copy).files if r.name == "encoder.onnx")
+    assert row.nmse_db is None
+    assert "## Files" in files.markdown.read_text()
 
 
 def test_unreadable_files_become_notes(benched_copy: Path) -> None:
     (benched_copy / "numerics.json").write_text("{not json")
     files = render_report([benched_copy])
     assert any("numerics.json is unreadable" in p for p in files.problems)
-    assert "## Numerics" not in files.markdown.read_text()
+    assert " dB |" not in files.markdown.read_text()  # no NMSE figure without numerics
 
 
 def test_report_without_perf_has_sizes(artifact_dir: Path, tmp_path: Path) -> None:
@@ -156,7 +232,7 @@ def test_report_without_perf_has_sizes(artifact_dir: Path, tmp_path: Path) -> No
     files = render_report([folder])
     md = files.markdown.read_text()
     assert "No latency measured yet" in md
-    assert "| encoder.int8.tflite | encoder | int8 |" in md
+    assert "| encoder.int8.tflite | UE | int8 |" in md
     assert "66,036" in md  # encoder params from the manifest
     assert files.plots == ()
 
