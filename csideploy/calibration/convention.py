@@ -1,4 +1,4 @@
-"""The released COST2100 convention that every CSI source here writes (REFERENCE section 7).
+"""The released COST2100 convention that every CSI source here writes (docs/data.md).
 
 A sample is the 32 x 32 angular-delay matrix Ha: angle bins centred (zero angle in the middle,
 the DFT over antennas fftshifted), delay on the last axis, real and imaginary parts side by

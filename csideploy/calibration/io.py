@@ -1,6 +1,6 @@
 """Reading and writing CSI data in the COST2100 format every CSI-feedback paper shares.
 
-The format (see `REFERENCE.md` section 1): each `DATA_H{train,val,test}{in,out}.mat` holds one
+The format (see docs/data.md): each `DATA_H{train,val,test}{in,out}.mat` holds one
 variable `HT`, float, shape (N, 2048). A row is `[real 1024 | imag 1024]`; viewed row-major
 as (N, 2, 32, 32) it is (sample, real/imag, angle, delay), the last axis being delay. Values
 lie in [0, 1] with 0.5 meaning zero. `DATA_HtestF{in,out}_all.mat` holds `HF_all`, complex,

@@ -1,7 +1,7 @@
 """`data check`: which files of a directory are the released COST2100 data, byte for byte.
 
 Users download `DATA_H*.mat` from mirrors of varying trust. The published sha256 and sizes
-(REFERENCE section 7, from a public Git LFS copy) name each released file: a file whose size
+(from a public Git LFS copy of the release) name each released file: a file whose size
 matches one of them is hashed (streamed in 1 MiB blocks, so memory stays bounded, with a
 progress bar for large files) and named when the hash matches; every other file is reported as
 unknown. Each .mat file is also opened as data (v5 through scipy, v7.3 through h5py) to show

@@ -1,6 +1,6 @@
 """Checkpoints in, strictly loaded models out; and the project's own checkpoint format.
 
-`load_checkpoint` reads every format users hand the toolkit (REFERENCE.md section 5):
+`load_checkpoint` reads every format users hand the toolkit:
 
 - the project's own file (`save_checkpoint`): model name, CR, state dict and metadata;
 - CRNet / CLNet / CLLWCsiNet trainer dicts (`state_dict` or `model_state_dict` beside the

@@ -6,7 +6,7 @@ Keras' HDF5 weight format (the `save_weights` docstring of keras/engine/topology
 per layer with a `weight_names` attribute, one dataset per weight named after it
 (`conv2d_1/kernel:0`).
 
-CsiNet as its authors built it (REFERENCE.md sections 4 and 7) has, in creation order, 8
+CsiNet as its authors built it has, in creation order, 8
 `conv2d_*` layers (encoder conv, three per RefineNet, output conv), 7 `batch_normalization_*`
 layers and 2 `dense_*` layers (encoder, decoder); layers are matched to the model by kind and
 the number in their name. Weight layouts, from Keras' layer code and docs:
