@@ -80,6 +80,10 @@ class TrainConfig:
     train_snr_db: float | None = None
     """AWGN on the codeword at this SNR (dB, per-sample power) in training mode only; None
     adds none. Evaluation, export and inference never see it."""
+    max_minutes: float | None = None
+    """Time budget of the whole run (resumes included): no epoch starts once it is spent, and
+    the best weights so far are kept. None runs every epoch. The schedule still spans
+    `epochs`, so a budget-stopped run ends before its learning rate has annealed."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.epochs, int) or self.epochs <= 0:
@@ -102,6 +106,12 @@ class TrainConfig:
             raise ValueError(f"threads must be a positive integer or None, got {self.threads!r}")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas!r}")
+        if self.max_minutes is not None and not (
+            isinstance(self.max_minutes, (int, float)) and 0 <= self.max_minutes < math.inf
+        ):
+            raise ValueError(
+                f"max_minutes must be a number of minutes >= 0, got {self.max_minutes!r}"
+            )
         if self.train_snr_db is not None and not (
             isinstance(self.train_snr_db, (int, float)) and math.isfinite(self.train_snr_db)
         ):
@@ -271,6 +281,8 @@ def _fit(
     started = time.perf_counter() - run.seconds
 
     for epoch in range(start_epoch, config.epochs):
+        if _budget_spent(config, time.perf_counter() - started):
+            break
         model.train()
         order = torch.randperm(len(train_t), generator=generator).to(device)
         bar = _progress_bar(steps_per_epoch, epoch, config.epochs, progress)
@@ -299,7 +311,16 @@ def _fit(
         if state_path is not None:
             _save_state(Path(state_path), model, optimizer, generator, run, config)
 
+    if run.best_state is None:
+        raise CsiDeployError(
+            f"the time budget ({config.max_minutes} min) was spent before the first epoch; "
+            "nothing to save"
+        )
     return run.best_result(model, home, resumed_from_epoch=start_epoch)
+
+
+def _budget_spent(config: TrainConfig, seconds: float) -> bool:
+    return config.max_minutes is not None and seconds >= 60 * config.max_minutes
 
 
 def finetune(

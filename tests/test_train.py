@@ -6,6 +6,7 @@ import itertools
 import json
 import math
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -141,6 +142,26 @@ def test_first_output_has_the_spread_of_released_csi(name: str) -> None:
     with torch.no_grad():
         spread = float((model(x) - 0.5).std())
     assert spread < 0.06, spread
+
+
+def test_a_spent_time_budget_starts_no_epoch(csi: np.ndarray, tmp_path: Path) -> None:
+    """`max_minutes` counts resumed time: a resume whose budget is spent saves the best
+    weights of the epochs already run, and a fresh run with no budget says so."""
+    state = tmp_path / "run.resume"
+    torch.manual_seed(0)
+    first = fit(init_weights(build("crnet", 16)), csi[:64], csi[64:], replace(TINY, epochs=1),
+                progress=False, state_path=state)
+    budgeted = replace(TINY, epochs=3, max_minutes=0)
+    resumed = fit(init_weights(build("crnet", 16)), csi[:64], csi[64:], budgeted,
+                  progress=False, state_path=state, resume=True)
+    assert (resumed.epochs_run, resumed.best_epoch) == (1, 1)
+    assert resumed.val_nmse_history == first.val_nmse_history
+    for key, value in first.model.state_dict().items():
+        assert torch.equal(resumed.model.state_dict()[key], value), key
+    with pytest.raises(CsiDeployError, match=r"time budget \(0 min\) was spent before the first"):
+        fit(build("crnet", 16), csi[:64], csi[64:], budgeted, progress=False)
+    with pytest.raises(ValueError, match="max_minutes must be a number of minutes >= 0"):
+        TrainConfig(max_minutes=-1)
 
 
 def test_a_short_run_on_built_in_data_reaches_negative_nmse() -> None:

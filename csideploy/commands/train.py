@@ -83,6 +83,12 @@ _CONVENTIONS = ("linear", "batch_db", "sample_db")
     default=None,
     help="CPU threads for torch (1 is fastest on a CPU shared with other jobs).",
 )
+@click.option(
+    "--max-minutes",
+    type=float,
+    default=None,
+    help="Start no epoch after this many minutes (resumes included); keep the best weights.",
+)
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @reports_errors
@@ -105,6 +111,7 @@ def train_command(
     resume: bool,
     seed: int,
     threads: int | None,
+    max_minutes: float | None,
     no_progress: bool,
     as_json: bool,
 ) -> None:
@@ -127,6 +134,7 @@ def train_command(
             device=device,
             threads=threads,
             train_snr_db=train_snr,
+            max_minutes=max_minutes,
         )
     except ValueError as error:
         raise click.BadParameter(str(error)) from None
