@@ -4,8 +4,7 @@ The model (MATLAB, GPL-3) is not part of this package: the user names its direct
 (`--cost2100-dir`, the folder holding `cost2100.m` or its parent), and this module starts
 Octave processes that run the package's own driver (`octave/csideploy_cost2100.m`) against
 it. Settings follow the CsiNet data (docs/data.md): `IndoorHall_5GHz` LOS at 5.3 GHz +- 10 MHz
-with the
-BS at the centre of a 20 m square, or `SemiUrban_300MHz` LOS at 275-295 MHz in a 400 m square;
+with the BS at the centre of a 20 m square, or `SemiUrban_300MHz` LOS at 275-295 MHz in a 400 m square;
 1024 tones, a 32-position half-wavelength virtual linear array at the BS, one single-antenna UE
 drawn uniformly in the square per sample, one snapshot.
 
