@@ -1,12 +1,12 @@
 """CSI from the authors' COST2100 channel model, run under GNU Octave as a separate program.
 
 The model (MATLAB, GPL-3) is not part of this package: the user names its directory
-(`--cost2100-dir`, the folder holding `cost2100.m` or its parent), and this module starts
-Octave processes that run the package's own driver (`octave/csideploy_cost2100.m`) against
-it. Settings follow the CsiNet data (docs/data.md): `IndoorHall_5GHz` LOS at 5.3 GHz +- 10 MHz
-with the BS at the centre of a 20 m square, or `SemiUrban_300MHz` LOS at 275-295 MHz in a 400 m square;
-1024 tones, a 32-position half-wavelength virtual linear array at the BS, one single-antenna UE
-drawn uniformly in the square per sample, one snapshot.
+(`--cost2100-dir`, the folder holding `cost2100.m` or its parent), and this module starts Octave
+processes that run the package's own driver (`octave/csideploy_cost2100.m`) against it. Settings
+follow the CsiNet data (docs/data.md): `IndoorHall_5GHz` LOS at 5.3 GHz +- 10 MHz with the BS at
+the centre of a 20 m square, or `SemiUrban_300MHz` LOS at 275-295 MHz in a 400 m square; 1024
+tones, a 32-position half-wavelength virtual linear array at the BS, one single-antenna UE drawn
+uniformly in the square per sample, one snapshot.
 
 Each Octave process draws a batch of samples and saves, per sample, the first 32 delay rows of
 the IFFT over the tones (antenna x delay) and the channel at the 125 rho frequencies; Python
