@@ -41,7 +41,7 @@ from torch import nn
 from csideploy.errors import CheckpointError, CsiDeployError, DataError, DivergedError, ShapeError
 from csideploy.models.noise import training_noise
 from csideploy.models.registry import CSI_SHAPE, CsiAutoencoder, build, get_entry, list_models
-from csideploy.train_init import init_weights
+from csideploy.train_init import OUTPUT_PATH_BN_WEIGHT, init_weights
 
 SCHEDULERS = ("cosine", "const")
 DEVICES = ("auto", "cpu", "cuda")
@@ -53,6 +53,7 @@ _WARMUP_MAX_FRACTION = 0.1
 PAIRED_MODELS = ("dualnet-mp",)
 """Models trained by their own recipe on paired UL/DL data (`HT` and `HT_UL` in each file)."""
 PAIRED_DATA_HINT = "make paired data with `csideploy data synth --paired -o DIR`"
+_INIT_DESCRIPTION = f"xavier_uniform; decoder output-path BatchNorm weight {OUTPUT_PATH_BN_WEIGHT}"
 _CLI_FLAGS = {"train_snr_db": "--train-snr"}
 """Option names whose command-line flag is not `--` + the name with dashes."""
 
@@ -760,7 +761,7 @@ def _metadata(
         "torch_version": torch.__version__,
         "device": str(resolve_device(config.device)),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
-        "init": "init_from" if init_from is not None else "xavier_uniform",
+        "init": "init_from" if init_from is not None else _INIT_DESCRIPTION,
     }
 
 
