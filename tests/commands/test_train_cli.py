@@ -25,9 +25,10 @@ from csideploy.models.noise import built_in_training_snr
 from csideploy.models.registry import resolve_model_name
 
 FAST = (
-    *("--epochs", "2", "--batch-size", "16", "--scheduler", "const", "--lr", "5e-3"),
+    *("--epochs", "2", "--batch-size", "16", "--scheduler", "const"),
     *("--device", "cpu", "--threads", "1", "--no-progress", "--json"),
 )
+FAST_LR = "5e-3"
 
 
 @pytest.fixture(autouse=True)
@@ -54,8 +55,8 @@ def paired(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def _train(*args: str) -> Result:
-    return CliRunner().invoke(main, ["train", *args, *FAST])
+def _train(*args: str, lr: str = FAST_LR) -> Result:
+    return CliRunner().invoke(main, ["train", *args, *FAST, "--lr", lr])
 
 
 def _ok(result: Result) -> dict:
@@ -305,6 +306,11 @@ def test_lora_with_a_4_bit_lsq_quantizer(single: Path, tmp_path: Path) -> None:
             str(single),
             "--out",
             str(out),
+            # The CLI's default peak lr: on built-in CSI in the released convention (spread
+            # about 0.03 around 0.5) Adam at 5e-3 overshoots LORA's 2048x1024 regulariser MLP
+            # and the second epoch's loss rises (measured 6.4e-4 -> 2.5e-3); at 2e-3 it falls
+            # (5.6e-4 -> 4.7e-4).
+            lr="2e-3",
         )
     )
     assert summary["build_options"]["quantizer"] == "lsq"
