@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import warnings
+from typing import Any
+
 import click
 
 from csideploy.commands._common import echo_json, latent_option, reports_errors
@@ -9,8 +12,11 @@ from csideploy.export import (
     CALIBRATION_METHODS,
     DEFAULT_CALIB_SAMPLES,
     DEFAULT_EVAL_SAMPLES,
+    DEFAULT_MAX_FIDELITY_NMSE_DB,
     DEFAULT_MAX_NMSE_DROP_DB,
+    DEFAULT_MIN_CODEWORD_SQNR_DB,
     DEFAULT_OPSET,
+    INT8_LAYER_CHOICES,
     INT8_MODES,
     MIN_CALIB_SAMPLES,
 )
@@ -73,6 +79,28 @@ from csideploy.export import (
     default=DEFAULT_MAX_NMSE_DROP_DB,
     show_default=True,
     help="Largest NMSE loss (dB) an INT8 encoder may have; 'inf' accepts any.",
+)
+@click.option(
+    "--min-codeword-sqnr",
+    type=float,
+    default=DEFAULT_MIN_CODEWORD_SQNR_DB,
+    show_default=True,
+    help="Fidelity gate: lowest codeword SQNR (dB) of an INT8 encoder against float.",
+)
+@click.option(
+    "--max-fidelity-nmse",
+    type=float,
+    default=DEFAULT_MAX_FIDELITY_NMSE_DB,
+    show_default=True,
+    help="Fidelity gate: highest NMSE (dB) of the INT8 reconstruction against the float one.",
+)
+@click.option(
+    "--int8-layers",
+    type=click.Choice(INT8_LAYER_CHOICES),
+    default="auto",
+    show_default=True,
+    help="Static INT8 layers: auto (by measured speed and accuracy), accuracy (by accuracy "
+    "only) or all.",
 )
 @click.option("--opset", type=int, default=DEFAULT_OPSET, show_default=True)
 @click.option(
@@ -141,6 +169,9 @@ def export_command(
     eval_data: str | None,
     eval_samples: int,
     max_nmse_drop: float,
+    min_codeword_sqnr: float,
+    max_fidelity_nmse: float,
+    int8_layers: str,
     opset: int,
     out_dir: str | None,
     formats: str,
@@ -154,7 +185,7 @@ def export_command(
 ) -> None:
     """Export the UE encoder (ONNX, TFLite; float and INT8) and the BS decoder, gated."""
     from csideploy.export.numerics import NmseGateError
-    from csideploy.export.recipe import ExportConfig, run_export
+    from csideploy.export.recipe import CalibrationWarning, ExportConfig, run_export
     from csideploy.models.registry import resolve_model_name
 
     config = ExportConfig(
@@ -168,6 +199,9 @@ def export_command(
         eval_data=eval_data,
         eval_samples=eval_samples,
         max_nmse_drop=max_nmse_drop,
+        min_codeword_sqnr=min_codeword_sqnr,
+        max_fidelity_nmse=max_fidelity_nmse,
+        int8_layers=int8_layers,
         opset=opset,
         out=out_dir,
         force=force,
@@ -179,11 +213,16 @@ def export_command(
         finetune_epochs=finetune_epochs,
     )
     try:
-        result = run_export(config)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", CalibrationWarning)
+            result = run_export(config)
     except NmseGateError as error:
         click.echo("per-tensor SQNR of the INT8 encoder, worst first:", err=True)
         click.echo(error.table(), err=True)
         raise
+    for warning in caught:
+        if issubclass(warning.category, CalibrationWarning):
+            click.echo(f"warning: {warning.message}", err=True)
     if as_json:
         echo_json(result.to_dict())
         return
@@ -216,12 +255,20 @@ def export_command(
             error = f"levels differ {n.level_mismatch:.2%} (max {n.max_abs_error:.0f})"
         click.echo(
             f"  {a.file:<20}{a.side:<3}{a.precision:<8}{a.bytes:>11,} B  {error}  "
-            f"NMSE {n.nmse_db:.2f} dB ({n.delta_nmse_db:+.3f}){p50}"
+            f"NMSE {n.nmse_db:.2f} dB ({n.delta_nmse_db:+.3f}){_fidelity(n)}{p50}"
         )
     click.echo(
         f"float NMSE {result.float_nmse_db:.2f} dB ({result.convention.name}) on "
         f"{result.evaluation.samples} samples of {result.evaluation.source}"
     )
+
+
+def _fidelity(numerics: Any) -> str:
+    """Codeword SQNR and reconstruction NMSE against the float model, for INT8 files."""
+    sqnr, fidelity = numerics.codeword_sqnr_db, numerics.fidelity_nmse_db
+    if sqnr is None or fidelity is None or sqnr > 80:
+        return ""
+    return f"  vs float: codeword SQNR {sqnr:.1f} dB, NMSE {fidelity:.1f} dB"
 
 
 def register(group: click.Group) -> None:

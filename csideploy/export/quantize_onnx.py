@@ -54,6 +54,7 @@ from onnx import numpy_helper
 
 from csideploy.errors import DataError
 from csideploy.export import CALIBRATION_METHODS
+from csideploy.quantize.calibration_data import equal_batch_size
 
 DYNAMIC_OP_TYPES = ("MatMul", "Gemm")
 ACTIVATION_TYPE = "QInt8"
@@ -113,6 +114,12 @@ class QuantizationParams:
     input: TensorQuantization | None = None
     output: TensorQuantization | None = None
     onnxruntime_version: str = ""
+    layer_plan: Mapping[str, Any] | None = None
+    """Which layers are int8 and why the others stay float (`csideploy.quantize.onnx_plan`)."""
+    bias_correction: bool = False
+    """The output layer's bias was shifted by the mean codeword error on calibration data."""
+    equalized: Mapping[str, float] | None = None
+    """FC layers whose inputs were equalised before quantization -> the SmoothQuant alpha."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -202,13 +209,17 @@ def quantize_static_onnx(
     activation_type: str = ACTIVATION_TYPE,
     float_input: bool = True,
     batch_size: int = CALIBRATION_BATCH,
+    nodes: Sequence[str] | None = None,
+    preprocessed: bool = False,
 ) -> QuantizedGraph:
     """Static QDQ INT8 of the float graph at `float_path`, calibrated on `calibration`.
 
     Weights: int8 per output channel. Activations: `activation_type` ("QInt8" or "QUInt8"),
     ranges from `method`. With `float_input`, the layers that read the raw CSI stay float and
-    the CSI is never rounded to 8 bits (see the module docstring). Intermediate files go to
-    `workdir`.
+    the CSI is never rounded to 8 bits (see the module docstring). `nodes`: quantize only
+    these nodes (None: every node not left float). Calibration batches all have one size
+    (entropy and percentile stack them). `preprocessed`: `float_path` already went through
+    `preprocess`. Intermediate files go to `workdir`.
     """
     from onnxruntime import __version__ as ort_version
     from onnxruntime.quantization import (
@@ -227,11 +238,16 @@ def quantize_static_onnx(
         "percentile": CalibrationMethod.Percentile,
     }
     workdir = Path(workdir)
-    prepared = preprocess(float_path, workdir / "encoder.preprocessed.onnx")
+    prepared = Path(float_path)
+    if not preprocessed:
+        prepared = preprocess(float_path, workdir / "encoder.preprocessed.onnx")
     graph = onnx.load(str(prepared), load_external_data=False).graph
     input_name = graph.input[0].name
     excluded = float_nodes(graph, float_input=float_input)
-    reader = _ArrayReader(input_name, calibration, batch_size)
+    if nodes is not None:
+        excluded = [n.name for n in graph.node if n.name not in set(nodes)]
+    batch = equal_batch_size(len(calibration), batch_size)
+    reader = _ArrayReader(input_name, calibration, batch)
     with _quiet():
         quantize_static(
             str(prepared),
@@ -243,6 +259,7 @@ def quantize_static_onnx(
             activation_type=getattr(QuantType, activation_type),
             weight_type=getattr(QuantType, WEIGHT_TYPE),
             calibrate_method=methods[method],
+            nodes_to_quantize=list(nodes) if nodes else None,
             nodes_to_exclude=excluded,
             extra_options={"CalibTensorRangeSymmetric": False},
             calibration_cache_path=None,
