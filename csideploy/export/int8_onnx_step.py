@@ -105,17 +105,57 @@ def _static(context: ExportContext, float_path: Path, raw: Path) -> q.QuantizedG
         raise DataError("static INT8 needs a calibration set")
     calibration = context.calibration.data
     method = context.config.calib_method
-    if context.config.int8_layers == "all" or context.split.ue_graph is not None:
+    if not uses_layer_plan(context):
         return q.quantize_static_onnx(
             float_path, raw, calibration, method=method, workdir=context.scratch
         )
-    prepared = q.preprocess(float_path, context.scratch / "encoder.preprocessed.onnx")
-    planner = _Planner(context, prepared)
-    plan = planner.plan()
+    planner, plan = layer_plan(context, float_path)
     quantized = planner.build_graph(plan.nodes, raw)
     kept = tuple(sorted({*quantized.params.excluded_nodes}))
     params = replace(quantized.params, excluded_nodes=kept, layer_plan=plan.to_dict())
     return replace(quantized, params=params)
+
+
+def uses_layer_plan(context: ExportContext) -> bool:
+    """Static INT8 by layer plan: not "all", and a plain float codeword without side input."""
+    return (
+        context.config.int8 == "static"
+        and context.config.int8_layers != "all"
+        and context.split.ue_graph is None
+        and context.reference.side is None
+    )
+
+
+def layer_plan(
+    context: ExportContext, float_path: Path | None = None
+) -> tuple[_Planner, onnx_plan.LayerPlan]:
+    """The layer plan of this export, made on first use and kept in `context.int8_plan`;
+    without `float_path` the float encoder is exported to ONNX in the scratch folder."""
+    if context.int8_plan is None:
+        if float_path is None:
+            float_path = context.scratch / "plan.float.onnx"
+            export_float_encoder(context, float_path)
+        prepared = q.preprocess(float_path, context.scratch / "encoder.preprocessed.onnx")
+        planner = _Planner(context, prepared)
+        context.int8_plan = (planner, planner.plan())
+    return context.int8_plan
+
+
+def export_float_encoder(context: ExportContext, path: Path) -> None:
+    """The float encoder to ONNX (for a plan made without the ONNX format)."""
+    from csideploy.export.onnx_export import ENCODER_IO, export_onnx
+
+    split = context.split
+    export_onnx(
+        split.export_encoder,
+        path,
+        role="encoder",
+        input_name=ENCODER_IO[0],
+        output_name=ENCODER_IO[1],
+        output_names=split.output_names,
+        input_shape=split.input_shape,
+        opset=context.config.opset,
+    )
 
 
 class _Planner:

@@ -439,6 +439,9 @@ class ExportContext:
     out_dir: Path
     scratch: Path
     """For intermediate files that are not shipped."""
+    int8_plan: Any = None
+    """The static INT8 layer plan, made once and shared by the formats (see
+    `csideploy.export.int8_onnx_step.layer_plan`)."""
 
     def final_path(self, file: str) -> Path:
         return self.out_dir / file
