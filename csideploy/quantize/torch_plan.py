@@ -19,7 +19,8 @@ _LAYER_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d)
 
 
 def module_path(encoder: nn.Module, node: str) -> str | None:
-    """The path inside `encoder` of the layer an ONNX node name points at, or None."""
+    """The path inside `encoder` of the layer an ONNX node name points at (a layer, or a
+    block holding one, such as a conv with its folded BatchNorm), or None."""
     modules = dict(encoder.named_modules())
     path = node.split("/", 1)[0]
     candidates = [path]
@@ -27,7 +28,7 @@ def module_path(encoder: nn.Module, node: str) -> str | None:
         candidates.append(path.split(".", 1)[1])
     for candidate in candidates:
         module = modules.get(candidate)
-        if isinstance(module, _LAYER_TYPES):
+        if module is not None and any(isinstance(m, _LAYER_TYPES) for m in module.modules()):
             return candidate
     return None
 
