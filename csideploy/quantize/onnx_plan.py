@@ -7,9 +7,9 @@ as before, see `csideploy.export.quantize_onnx.float_nodes`):
 
 1. Speed: the layer alone, cut out of the float graph, run float and as int8 QDQ (with the
    Quantize / Dequantize at its borders that a float neighbour costs), interleaved, one
-   thread, batch 1. A layer whose int8 version is not at least 10 % faster stays float. ONNX Runtime's
-   QLinearConv on the 2-channel 32x32 convolutions of CsiNet-style encoders is slower than
-   its float convolution; an FC layer with 2048 inputs is faster in int8.
+   thread, batch 1. A layer whose int8 version is not at least 10 % faster stays float.
+   ONNX Runtime's QLinearConv on the 2-channel 32x32 convolutions of CsiNet-style encoders
+   is slower than its float convolution; a large FC layer is faster in int8.
 2. Sensitivity: each fast layer quantized alone; the codeword SQNR against the float graph on
    the calibration set ranks them.
 3. Mixed precision: layers are added in order of that SQNR, best first, while the graph
