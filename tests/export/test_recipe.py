@@ -140,7 +140,7 @@ def test_numerics_json(exported):
     assert int8["delta_nmse_db"] == pytest.approx(int8["nmse_db"] - numerics["float_nmse_db"])
     assert int8["layers"] and {"node", "tensor", "sqnr_db"} <= set(int8["layers"][0])
     assert by_file["decoder.onnx"]["compared_output"] == "csi_hat"
-    assert numerics["limits"] == {"onnx_max_abs_error": 1e-4, "max_nmse_drop_db": 0.5}
+    assert numerics["limits"] == {"onnx_max_abs_error": 1e-4, "max_nmse_drop_db": 0.3}
 
 
 def test_report(exported):
@@ -238,7 +238,10 @@ def test_clnet_cr4_static_int8(tmp_path):
     assert result.sizes.params_encoder == 1_049_556
     assert fp32.numerics.max_abs_error <= 1e-4
     assert int8.numerics.delta_nmse_db <= 0.5 and int8.bytes < fp32.bytes / 3.5
-    assert int8.op_counts["QuantizeLinear"] > 10 and int8.latency.p50_us > 0
+    # the default layer plan: the 2048 -> 512 FC layer in int8, the small convolutions float
+    plan = int8.quantization.layer_plan
+    assert any(n.endswith("/Gemm") for n in plan["quantized"]), plan
+    assert int8.op_counts["QuantizeLinear"] >= 1 and int8.latency.p50_us > 0
 
 
 def test_crnet_official_trainer_checkpoint(tmp_path):
