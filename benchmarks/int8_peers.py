@@ -97,7 +97,7 @@ def interleaved(calls: Sequence[Callable[[], object]], runs: int) -> list[float]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="crnet")
-    parser.add_argument("--checkpoint", required=True)
+    parser.add_argument("--checkpoint", default=None, help="[default: the shipped one]")
     parser.add_argument("--data", required=True)
     parser.add_argument("--eval-samples", type=int, default=80)
     parser.add_argument("--calib-samples", type=int, default=80)
