@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from csideploy.calibration.io import load_csi
+from csideploy.errors import CsiDeployError
 from csideploy.export.latency import DEFAULT_WARMUP
 from csideploy.export.litert_runner import LiteRTModel, encode_csi
 from csideploy.export.numerics import encoder_numerics
@@ -167,7 +168,11 @@ def main() -> None:
     print("| runtime | file | dNMSE (dB) | codeword SQNR (dB) | bytes | median us | /float |")
     print("|---|---|---:|---:|---:|---:|---:|")
     for runtime, name, path, codewords, us, float_us in rows:
-        n = encoder_numerics(reference, split.decoder, codewords.astype(np.float32))
+        try:
+            n = encoder_numerics(reference, split.decoder, codewords.astype(np.float32))
+        except CsiDeployError as error:  # a peer file that does not encode this model
+            print(f"| {runtime} | {name} | unusable: {error} | | | | |")
+            continue
         print(
             f"| {runtime} | {name} | {n.delta_nmse_db:+.3f} | {n.codeword_sqnr_db:.1f} | "
             f"{path.stat().st_size:,} | {us:.1f} | {us / float_us:.2f} |"

@@ -17,6 +17,7 @@ same `Mul` becomes part of the module (`EqualizedLinear`).
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 
@@ -132,17 +133,20 @@ def equalize_onnx(model: onnx.ModelProto, node: onnx.NodeProto, scales: np.ndarr
 
 class EqualizedLinear(nn.Module):
     """`linear(x / scales)` with the weight columns multiplied by `scales`: the same float
-    function, with evened-out input ranges for the int8 layer."""
+    function, with evened-out input ranges for the int8 layer. A `PointwiseLinear` (a
+    kernel-1 Conv1d over (N, C, L)) takes the scales on its channel axis."""
 
     def __init__(self, linear: nn.Linear, scales: np.ndarray) -> None:
+        from csideploy.transforms.linearize import PointwiseLinear
+
         super().__init__()
         scale = torch.as_tensor(scales, dtype=linear.weight.dtype)
-        self.register_buffer("inverse_scale", 1.0 / scale)
-        self.linear = nn.Linear(linear.in_features, linear.out_features, linear.bias is not None)
+        pointwise = isinstance(linear, PointwiseLinear)
+        shape = (1, -1, 1) if pointwise else (-1,)
+        self.register_buffer("inverse_scale", (1.0 / scale).reshape(shape))
+        self.linear = copy.deepcopy(linear)
         with torch.no_grad():
             self.linear.weight.copy_(linear.weight * scale[None, :])
-            if linear.bias is not None:
-                self.linear.bias.copy_(linear.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.linear(x * self.inverse_scale)
