@@ -7,7 +7,7 @@ as before, see `csideploy.export.quantize_onnx.float_nodes`):
 
 1. Speed: the layer alone, cut out of the float graph, run float and as int8 QDQ (with the
    Quantize / Dequantize at its borders that a float neighbour costs), interleaved, one
-   thread, batch 1. A layer whose int8 version is not at least 10 % faster stays float.
+   thread, batch 1. A layer whose int8 version is more than 10 % slower stays float.
    ONNX Runtime's QLinearConv on the 2-channel 32x32 convolutions of CsiNet-style encoders
    is slower than its float convolution; a large FC layer is faster in int8.
 2. Sensitivity: each fast layer quantized alone; the codeword SQNR against the float graph on
@@ -36,9 +36,10 @@ import onnx
 LEARNED_OPS = ("Conv", "Gemm", "MatMul")
 TIMING_RUNS = 300
 TIMING_WARMUP = 30
-SPEED_MARGIN = 0.9
-"""A layer goes int8 only when it takes at most this share of its float time: a layer
-whose two timings lie within noise stays float, and the choice stays stable."""
+SPEED_MARGIN = 1.1
+"""A layer stays float when its int8 time exceeds this multiple of its float time. Timings
+within 10 % of each other are noise on a shared CPU: such a layer goes int8 (4x smaller
+weights at the same speed), and the choice stays stable from run to run."""
 
 
 @dataclass(frozen=True)
@@ -116,12 +117,11 @@ def plan_layers(
     for node in candidates:
         float_us, int8_us = time_layer(node) if time_layer else (None, None)
         if float_us is not None and int8_us is not None and int8_us > SPEED_MARGIN * float_us:
-            verdict = "slower than" if int8_us >= float_us else "not clearly faster than"
             decisions[node.name] = LayerDecision(
                 node.name,
                 node.op_type,
                 False,
-                f"int8 kernel {verdict} float ({int8_us:.1f} vs {float_us:.1f} us)",
+                f"int8 kernel slower than float ({int8_us:.1f} vs {float_us:.1f} us)",
                 float_us,
                 int8_us,
             )
@@ -141,7 +141,7 @@ def plan_layers(
             chosen.append(node.name)
             best = trial
             reason = "int8: within the accuracy budget" + (
-                "" if float_us is None else f", faster ({int8_us:.1f} vs {float_us:.1f} us)"
+                "" if float_us is None else f", int8 {int8_us:.1f} vs float {float_us:.1f} us"
             )
         else:
             reason = "float: an earlier layer broke the accuracy budget"
