@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +13,11 @@ from csideploy.export import (
     CALIBRATION_METHODS,
     DEFAULT_CALIB_SAMPLES,
     DEFAULT_EVAL_SAMPLES,
+    DEFAULT_MAX_FIDELITY_NMSE_DB,
     DEFAULT_MAX_NMSE_DROP_DB,
+    DEFAULT_MIN_CODEWORD_SQNR_DB,
     DEFAULT_OPSET,
+    INT8_LAYER_CHOICES,
     INT8_MODES,
     MIN_CALIB_SAMPLES,
 )
@@ -76,6 +80,28 @@ from csideploy.export import (
     default=DEFAULT_MAX_NMSE_DROP_DB,
     show_default=True,
     help="Largest NMSE loss (dB) an INT8 encoder may have; 'inf' accepts any.",
+)
+@click.option(
+    "--min-codeword-sqnr",
+    type=float,
+    default=DEFAULT_MIN_CODEWORD_SQNR_DB,
+    show_default=True,
+    help="Fidelity gate: lowest codeword SQNR (dB) of an INT8 encoder against float.",
+)
+@click.option(
+    "--max-fidelity-nmse",
+    type=float,
+    default=DEFAULT_MAX_FIDELITY_NMSE_DB,
+    show_default=True,
+    help="Fidelity gate: highest NMSE (dB) of the INT8 reconstruction against the float one.",
+)
+@click.option(
+    "--int8-layers",
+    type=click.Choice(INT8_LAYER_CHOICES),
+    default="auto",
+    show_default=True,
+    help="Static INT8 layers: auto (by measured speed and accuracy), accuracy (by accuracy "
+    "only) or all.",
 )
 @click.option("--opset", type=int, default=DEFAULT_OPSET, show_default=True)
 @click.option(
@@ -144,6 +170,9 @@ def export_command(
     eval_data: str | None,
     eval_samples: int,
     max_nmse_drop: float,
+    min_codeword_sqnr: float,
+    max_fidelity_nmse: float,
+    int8_layers: str,
     opset: int,
     out_dir: str | None,
     formats: str,
@@ -157,7 +186,7 @@ def export_command(
 ) -> None:
     """Export the UE encoder (ONNX, TFLite; float and INT8) and the BS decoder, gated."""
     from csideploy.export.numerics import NmseGateError
-    from csideploy.export.recipe import ExportConfig, run_export
+    from csideploy.export.recipe import CalibrationWarning, ExportConfig, run_export
     from csideploy.models.registry import resolve_model_name
 
     config = ExportConfig(
@@ -171,6 +200,9 @@ def export_command(
         eval_data=eval_data,
         eval_samples=eval_samples,
         max_nmse_drop=max_nmse_drop,
+        min_codeword_sqnr=min_codeword_sqnr,
+        max_fidelity_nmse=max_fidelity_nmse,
+        int8_layers=int8_layers,
         opset=opset,
         out=out_dir,
         force=force,
@@ -182,11 +214,16 @@ def export_command(
         finetune_epochs=finetune_epochs,
     )
     try:
-        result = run_export(config)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", CalibrationWarning)
+            result = run_export(config)
     except NmseGateError as error:
         click.echo("per-tensor SQNR of the INT8 encoder, worst first:", err=True)
         click.echo(error.table(), err=True)
         raise
+    for warning in caught:
+        if issubclass(warning.category, CalibrationWarning):
+            click.echo(f"warning: {warning.message}", err=True)
     if as_json:
         echo_json(result.to_dict())
         return
@@ -223,7 +260,7 @@ def _summary_table(result: Any) -> None:
     """One line per written file: size, error, NMSE, ΔNMSE, quick latency, gates."""
     click.echo(
         f"  {'file':<20}{'side':<5}{'prec':<6}{'bytes':>11}  {'max-abs error':<19}"
-        f"{'NMSE dB':>8}{'ΔNMSE':>8}{'p50 µs':>8}  gates"
+        f"{'NMSE dB':>8}{'ΔNMSE':>8}{'p50 µs':>8}  gates  (INT8: vs float)"
     )
     for a in result.artifacts:
         n = a.numerics
@@ -234,7 +271,7 @@ def _summary_table(result: Any) -> None:
         gates = "ok" if all(g.passed for g in a.gates) else "FAILED"
         click.echo(
             f"  {a.file:<20}{a.side:<5}{a.precision:<6}{a.bytes:>11,}  {error:<19}"
-            f"{n.nmse_db:>8.2f}{n.delta_nmse_db:>+8.3f}{p50:>8}  {gates}"
+            f"{n.nmse_db:>8.2f}{n.delta_nmse_db:>+8.3f}{p50:>8}  {gates}{_fidelity(n)}"
         )
 
 
@@ -245,6 +282,14 @@ def _ship_line(out_dir: Path) -> None:
 
     choice = choose(load_run(out_dir))
     click.echo(f"ship: {choice.file or 'nothing'}; why, plots and gates: {out_dir / 'report.html'}")
+
+
+def _fidelity(numerics: Any) -> str:
+    """Codeword SQNR and reconstruction NMSE against the float model, for INT8 files."""
+    sqnr, fidelity = numerics.codeword_sqnr_db, numerics.fidelity_nmse_db
+    if sqnr is None or fidelity is None or sqnr > 80:
+        return ""
+    return f"  (codeword SQNR {sqnr:.1f} dB, NMSE {fidelity:.1f} dB)"
 
 
 def register(group: click.Group) -> None:

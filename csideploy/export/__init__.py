@@ -22,7 +22,10 @@ DEFAULT_EVAL_SAMPLES = 1000
 MIN_CALIB_SAMPLES = 32
 MIN_EVAL_SAMPLES = 16
 DEFAULT_OPSET = 18
-DEFAULT_MAX_NMSE_DROP_DB = 0.5
+DEFAULT_MAX_NMSE_DROP_DB = 0.3
+DEFAULT_MIN_CODEWORD_SQNR_DB = 15.0
+DEFAULT_MAX_FIDELITY_NMSE_DB = -15.0
+INT8_LAYER_CHOICES = ("auto", "accuracy", "all")
 
 _LAZY = {
     "recipe": (
@@ -43,7 +46,6 @@ _LAZY = {
         "load_step",
         "measure_step",
         "onnx_step",
-        "quantize_encoder_onnx",
         "reference_step",
         "register_format",
         "run_export",
@@ -68,6 +70,7 @@ _LAZY = {
         "check_parity",
     ),
     "latency": ("LatencyResult", "onnx_latency"),
+    "int8_onnx_step": ("quantize_encoder_onnx",),
 }
 _WHERE = {name: module for module, names in _LAZY.items() for name in names}
 
@@ -75,8 +78,11 @@ __all__ = [
     "CALIBRATION_METHODS",
     "DEFAULT_CALIB_SAMPLES",
     "DEFAULT_EVAL_SAMPLES",
+    "DEFAULT_MAX_FIDELITY_NMSE_DB",
     "DEFAULT_MAX_NMSE_DROP_DB",
+    "DEFAULT_MIN_CODEWORD_SQNR_DB",
     "DEFAULT_OPSET",
+    "INT8_LAYER_CHOICES",
     "INT8_MODES",
     "MIN_CALIB_SAMPLES",
     "MIN_EVAL_SAMPLES",

@@ -90,6 +90,10 @@ class Numerics:
     samples: int
     level_mismatch: float | None = None
     """Integer codewords only: the fraction of codeword entries whose level differs."""
+    codeword_sqnr_db: float | None = None
+    """Encoders: SQNR (dB) of the codeword against the float encoder's."""
+    fidelity_nmse_db: float | None = None
+    """Encoders: NMSE (dB) of the reconstruction against the float model's reconstruction."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -210,7 +214,14 @@ def encoder_numerics(
     expected = reference.parity_codewords
     _check_same_shape("codeword", expected, codewords)
     reconstruction = run_torch(decoder, codewords, reference.side)
+    from csideploy.quantize.fidelity import codeword_sqnr_db, fidelity_nmse_db
+
     numerics = _numerics("codeword", reference, expected, codewords, reconstruction)
+    numerics = replace(
+        numerics,
+        codeword_sqnr_db=codeword_sqnr_db(reference.codewords, codewords),
+        fidelity_nmse_db=fidelity_nmse_db(reference.reconstruction, reconstruction),
+    )
     if reference.integer_codeword:
         mismatch = float(np.mean(expected != codewords)) if expected.size else 0.0
         numerics = replace(numerics, level_mismatch=mismatch)

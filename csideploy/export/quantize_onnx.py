@@ -54,33 +54,13 @@ from onnx import numpy_helper
 
 from csideploy.errors import DataError
 from csideploy.export import CALIBRATION_METHODS
+from csideploy.export.onnx_float_ops import _DATA_MOVEMENT_OPS, float_ops  # noqa: F401 (re-export)
+from csideploy.quantize.calibration_data import equal_batch_size
 
 DYNAMIC_OP_TYPES = ("MatMul", "Gemm")
 ACTIVATION_TYPE = "QInt8"
 WEIGHT_TYPE = "QInt8"
 CALIBRATION_BATCH = 64
-# Ops that only move or reshape data: they compute nothing, so "left in float" skips them.
-_DATA_MOVEMENT_OPS = frozenset(
-    {
-        "Reshape",
-        "Flatten",
-        "Squeeze",
-        "Unsqueeze",
-        "Transpose",
-        "Concat",
-        "Identity",
-        "Shape",
-        "Gather",
-        "Slice",
-        "Split",
-        "Cast",
-        "Constant",
-    }
-)
-# Integer kernels (besides the QLinear* family): int8 in, int8 / int32 out.
-_INTEGER_OPS = frozenset({"MatMulInteger", "ConvInteger", "QGemm", "QAttention"})
-# Integer kernels with float output: the dequantization is part of the kernel.
-_INTEGER_TO_FLOAT_OPS = frozenset({"DynamicQuantizeMatMul", "MatMulIntegerToFloat"})
 
 
 @dataclass(frozen=True)
@@ -113,6 +93,12 @@ class QuantizationParams:
     input: TensorQuantization | None = None
     output: TensorQuantization | None = None
     onnxruntime_version: str = ""
+    layer_plan: Mapping[str, Any] | None = None
+    """Which layers are int8 and why the others stay float (`csideploy.quantize.onnx_plan`)."""
+    bias_correction: bool = False
+    """The output layer's bias was shifted by the mean codeword error on calibration data."""
+    equalized: Mapping[str, float] | None = None
+    """FC layers whose inputs were equalised before quantization -> the SmoothQuant alpha."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -202,13 +188,17 @@ def quantize_static_onnx(
     activation_type: str = ACTIVATION_TYPE,
     float_input: bool = True,
     batch_size: int = CALIBRATION_BATCH,
+    nodes: Sequence[str] | None = None,
+    preprocessed: bool = False,
 ) -> QuantizedGraph:
     """Static QDQ INT8 of the float graph at `float_path`, calibrated on `calibration`.
 
     Weights: int8 per output channel. Activations: `activation_type` ("QInt8" or "QUInt8"),
     ranges from `method`. With `float_input`, the layers that read the raw CSI stay float and
-    the CSI is never rounded to 8 bits (see the module docstring). Intermediate files go to
-    `workdir`.
+    the CSI is never rounded to 8 bits (see the module docstring). `nodes`: quantize only
+    these nodes (None: every node not left float). Calibration batches all have one size
+    (entropy and percentile stack them). `preprocessed`: `float_path` already went through
+    `preprocess`. Intermediate files go to `workdir`.
     """
     from onnxruntime import __version__ as ort_version
     from onnxruntime.quantization import (
@@ -227,11 +217,16 @@ def quantize_static_onnx(
         "percentile": CalibrationMethod.Percentile,
     }
     workdir = Path(workdir)
-    prepared = preprocess(float_path, workdir / "encoder.preprocessed.onnx")
+    prepared = Path(float_path)
+    if not preprocessed:
+        prepared = preprocess(float_path, workdir / "encoder.preprocessed.onnx")
     graph = onnx.load(str(prepared), load_external_data=False).graph
     input_name = graph.input[0].name
     excluded = float_nodes(graph, float_input=float_input)
-    reader = _ArrayReader(input_name, calibration, batch_size)
+    if nodes is not None:
+        excluded = [n.name for n in graph.node if n.name not in set(nodes)]
+    batch = equal_batch_size(len(calibration), batch_size)
+    reader = _ArrayReader(input_name, calibration, batch)
     with _quiet():
         quantize_static(
             str(prepared),
@@ -243,6 +238,7 @@ def quantize_static_onnx(
             activation_type=getattr(QuantType, activation_type),
             weight_type=getattr(QuantType, WEIGHT_TYPE),
             calibrate_method=methods[method],
+            nodes_to_quantize=list(nodes) if nodes else None,
             nodes_to_exclude=excluded,
             extra_options={"CalibTensorRangeSymmetric": False},
             calibration_cache_path=None,
@@ -338,55 +334,6 @@ def quantize_dynamic_onnx(
         onnxruntime_version=ort_version,
     )
     return QuantizedGraph(params=params, preprocessed_path=prepared)
-
-
-def float_ops(path: str | os.PathLike[str], *, workdir: str | os.PathLike[str]) -> tuple[str, ...]:
-    """Op types ONNX Runtime still computes in float when it runs the quantized graph, sorted.
-
-    The graph is optimised the way the CPU session does it (extended level: Q/DQ pairs
-    around an op fuse into its integer kernel, e.g. QLinearConv, QGemm, QLinearSigmoid;
-    dynamic MatMulInteger chains into DynamicQuantizeMatMul), then float tensors are followed
-    from the float input and every DequantizeLinear: an op that reads one is an op left in
-    float. Ops that only move or reshape data are not listed.
-    """
-    import onnxruntime as ort
-
-    optimized = Path(workdir) / "float-ops.optimized.onnx"
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-    options.optimized_model_filepath = str(optimized)
-    options.log_severity_level = 3
-    ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    return _float_compute_ops(onnx.load(str(optimized)))
-
-
-def _float_compute_ops(model: onnx.ModelProto) -> tuple[str, ...]:
-    graph = model.graph
-    float_types = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE)
-    floating = {v.name for v in graph.input if v.type.tensor_type.elem_type in float_types}
-    floating |= {t.name for t in graph.initializer if t.data_type in float_types}
-    constants = {t.name for t in graph.initializer}
-    left = set()
-    for node in graph.node:
-        op = node.op_type
-        if op in ("QuantizeLinear", "DynamicQuantizeLinear", "Shape", "Size"):
-            continue
-        if op == "DequantizeLinear" or op in _INTEGER_TO_FLOAT_OPS:
-            floating.update(node.output)
-            continue
-        if op.startswith("QLinear") or op in _INTEGER_OPS:
-            continue
-        if op == "Cast":
-            to = next((a.i for a in node.attribute if a.name == "to"), None)
-            if to in float_types:
-                floating.update(node.output)
-            continue
-        reads_float = any(n in floating and n not in constants for n in node.input if n)
-        if reads_float:
-            floating.update(node.output)
-            if op not in _DATA_MOVEMENT_OPS:
-                left.add(op)
-    return tuple(sorted(left))
 
 
 def layer_sqnr(

@@ -19,10 +19,12 @@ receives the `ExportContext` and returns `ArtifactResult` records for the files 
 
 from __future__ import annotations
 
+import math
 import platform
 import re
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -39,13 +41,15 @@ from csideploy.export import (
     CALIBRATION_METHODS,
     DEFAULT_CALIB_SAMPLES,
     DEFAULT_EVAL_SAMPLES,
+    DEFAULT_MAX_FIDELITY_NMSE_DB,
     DEFAULT_MAX_NMSE_DROP_DB,
+    DEFAULT_MIN_CODEWORD_SQNR_DB,
     DEFAULT_OPSET,
+    INT8_LAYER_CHOICES,
     INT8_MODES,
     MIN_CALIB_SAMPLES,
     MIN_EVAL_SAMPLES,
 )
-from csideploy.export import quantize_onnx as q
 from csideploy.export.latency import DEFAULT_RUNS, LatencyResult, onnx_latency
 from csideploy.export.numerics import (
     NMSE_CONVENTION,
@@ -54,7 +58,6 @@ from csideploy.export.numerics import (
     NmseConvention,
     Numerics,
     check_levels,
-    check_nmse_drop,
     check_parity,
     decoder_numerics,
     encoder_numerics,
@@ -66,10 +69,8 @@ from csideploy.export.onnx_export import (
     OnnxGraphInfo,
     OnnxRunner,
     TensorInfo,
-    canonicalize,
     check_opset,
     export_onnx,
-    graph_info,
 )
 from csideploy.export.quantize_onnx import LayerError, QuantizationParams
 from csideploy.export.writer import (
@@ -81,12 +82,9 @@ from csideploy.export.writer import (
     write_reports,
 )
 from csideploy.models.ue_graph import SideInput, UeGraph, flat_codeword
+from csideploy.quantize.calibration_data import check_calibration_set, mismatch_warning
 
 DEFAULT_OUT_ROOT = "artifacts"
-SQNR_SAMPLES = 128
-"""Evaluation samples run through both graphs for the per-layer SQNR table."""
-INT8_FILES = {"static": ("encoder.int8.onnx", "int8"), "dynamic": ("encoder.dyn.onnx", "dynamic")}
-"""INT8 mode -> (file name, precision); the precision names match the TFLite files'."""
 
 
 # --------------------------------------------------------------------------- config
@@ -112,6 +110,13 @@ class ExportConfig:
     eval_data: str | None = None
     eval_samples: int = DEFAULT_EVAL_SAMPLES
     max_nmse_drop: float = DEFAULT_MAX_NMSE_DROP_DB
+    min_codeword_sqnr: float = DEFAULT_MIN_CODEWORD_SQNR_DB
+    """Fidelity gate: lowest codeword SQNR (dB) of an INT8 file against the float encoder."""
+    max_fidelity_nmse: float = DEFAULT_MAX_FIDELITY_NMSE_DB
+    """Fidelity gate: highest NMSE (dB) of an INT8 reconstruction against the float one."""
+    int8_layers: str = "auto"
+    """Static INT8: "auto" (layers chosen by measured speed and accuracy), "accuracy" (by
+    accuracy only) or "all"."""
     opset: int = DEFAULT_OPSET
     out: str | None = None
     force: bool = False
@@ -154,6 +159,13 @@ class ExportConfig:
             raise CsiDeployError(
                 f"--max-nmse-drop must be >= 0 dB (or inf), got {self.max_nmse_drop}"
             )
+        if self.int8_layers not in INT8_LAYER_CHOICES:
+            raise CsiDeployError(
+                f"--int8-layers must be one of {', '.join(INT8_LAYER_CHOICES)}, "
+                f"got {self.int8_layers!r}"
+            )
+        if math.isnan(self.min_codeword_sqnr) or math.isnan(self.max_fidelity_nmse):
+            raise CsiDeployError("--min-codeword-sqnr and --max-fidelity-nmse must be numbers")
         check_opset(self.opset)
         if not self.formats or len(set(self.formats)) != len(self.formats):
             raise CsiDeployError(f"formats must be distinct and non-empty, got {self.formats}")
@@ -267,6 +279,8 @@ class CsiSet:
     seed: int | None = None
     method: str | None = None
     """Calibration method (calibration sets only)."""
+    warning: str | None = None
+    """Calibration sets only: why it may not fit the evaluation set."""
     side: np.ndarray | None = field(default=None, repr=False, compare=False)
     """The paired uplink CSI, row for row (models whose decoder takes a side input)."""
 
@@ -278,6 +292,8 @@ class CsiSet:
             out["seed"] = self.seed
         if self.method is not None:
             out["method"] = self.method
+        if self.warning is not None:
+            out["warning"] = self.warning
         return out
 
 
@@ -423,6 +439,9 @@ class ExportContext:
     out_dir: Path
     scratch: Path
     """For intermediate files that are not shipped."""
+    int8_plan: Any = None
+    """The static INT8 layer plan, made once and shared by the formats (see
+    `csideploy.export.int8_onnx_step.layer_plan`)."""
 
     def final_path(self, file: str) -> Path:
         return self.out_dir / file
@@ -612,14 +631,50 @@ FINETUNE_SEED = 3003
 """Seed of the synthetic training set for `--finetune-epochs` (disjoint from calib / eval)."""
 
 
-def calibration_step(config: ExportConfig) -> CsiSet | None:
-    """The calibration set (static INT8 only): `--calib` file or synthetic indoor CSI."""
+def calibration_step(config: ExportConfig, evaluation: CsiSet | None = None) -> CsiSet | None:
+    """The calibration set (static INT8 only): `--calib`, else the samples of the `--eval` file
+    after the evaluation ones (same source, disjoint), else synthetic indoor CSI. A degenerate
+    set is refused; one whose spread differs strongly from `evaluation` warns
+    (`CalibrationWarning`, also recorded in the set)."""
     if config.int8 != "static":
         return None
-    csi = _csi_set(
-        "calibration", config.calib, config.calib_samples, MIN_CALIB_SAMPLES, "--calib-samples"
+    if config.calib is None and config.eval_data is not None:
+        csi = _calibration_after_evaluation(config)
+    else:
+        csi = _csi_set(
+            "calibration", config.calib, config.calib_samples, MIN_CALIB_SAMPLES, "--calib-samples"
+        )
+    check_calibration_set(csi.data, csi.source)
+    warning = None
+    if evaluation is not None:
+        warning = mismatch_warning(csi.data, csi.source, evaluation.data, evaluation.source)
+        if warning:
+            warnings.warn(warning, CalibrationWarning, stacklevel=2)
+    return replace(csi, method=config.calib_method, warning=warning)
+
+
+def _calibration_after_evaluation(config: ExportConfig) -> CsiSet:
+    """Calibration samples from the `--eval` file, after the first `--eval-samples`."""
+    from csideploy.calibration.io import load_csi
+
+    assert config.eval_data is not None
+    data = load_csi(config.eval_data)
+    rest = data[config.eval_samples : config.eval_samples + config.calib_samples]
+    if len(rest) < MIN_CALIB_SAMPLES:
+        raise DataError(
+            f"--eval file {config.eval_data} holds {len(data)} samples: after the "
+            f"{config.eval_samples} evaluation samples {len(rest)} remain for calibration, "
+            f"fewer than {MIN_CALIB_SAMPLES}; pass --calib or lower --eval-samples"
+        )
+    first = config.eval_samples
+    source = (
+        f"{config.eval_data} (samples {first}-{first + len(rest) - 1}, after the evaluation set)"
     )
-    return replace(csi, method=config.calib_method)
+    return CsiSet(role="calibration", source=source, samples=len(rest), data=rest)
+
+
+class CalibrationWarning(UserWarning):
+    """The calibration set looks unlike the evaluation set."""
 
 
 def evaluation_step(config: ExportConfig, side_input: SideInput | None = None) -> CsiSet:
@@ -815,6 +870,8 @@ def onnx_step(context: ExportContext) -> list[ArtifactResult]:
     decoder = export_decoder_onnx(context)
     artifacts = [encoder]
     if context.config.int8 is not None:
+        from csideploy.export.int8_onnx_step import quantize_encoder_onnx
+
         artifacts.append(quantize_encoder_onnx(context, encoder))
     artifacts.append(decoder)
     return artifacts
@@ -875,76 +932,6 @@ def export_decoder_onnx(context: ExportContext) -> ArtifactResult:
     numerics = decoder_numerics(context.reference, reconstruction.astype(np.float32))
     gate = check_parity(numerics, context.onnx_tolerance, what=f"{file} (torch -> ONNX fp32)")
     return _onnx_artifact(context, file, "decoder", "fp32", info, numerics, (gate,))
-
-
-def quantize_encoder_onnx(context: ExportContext, float_encoder: ArtifactResult) -> ArtifactResult:
-    """INT8 encoder (static QDQ or dynamic), gated on the NMSE it loses."""
-    mode = context.config.int8 or "static"
-    file, precision = INT8_FILES[mode]
-    float_path = context.staging / float_encoder.file
-    raw = context.scratch / f"quantized.{mode}.onnx"
-    if mode == "static":
-        if context.calibration is None:
-            raise DataError("static INT8 needs a calibration set")
-        quantized = q.quantize_static_onnx(
-            float_path,
-            raw,
-            context.calibration.data,
-            method=context.config.calib_method,
-            workdir=context.scratch,
-        )
-    else:
-        quantized = q.quantize_dynamic_onnx(float_path, raw, workdir=context.scratch)
-
-    model = onnx.load(str(raw))
-    canonicalize(
-        model,
-        graph_name="encoder",
-        metadata=context.metadata(
-            role="encoder", precision=precision, quantization=_describe(quantized.params)
-        ),
-    )
-    onnx.checker.check_model(model)
-    data = model.SerializeToString()
-    (context.staging / file).write_bytes(data)
-    info = graph_info(model, data)
-
-    codewords = encode_onnx(context.staging / file, context.reference.csi)
-    numerics = encoder_numerics(context.reference, context.split.decoder, codewords)
-    sqnr_samples = context.reference.csi[:SQNR_SAMPLES]
-
-    def layers() -> list[LayerError]:
-        return q.layer_sqnr(
-            quantized.preprocessed_path,
-            context.staging / file,
-            sqnr_samples,
-            workdir=context.scratch,
-        )
-
-    table = tuple(layers())
-    gate = check_nmse_drop(
-        numerics,
-        context.config.max_nmse_drop,
-        what=f"{file} (float -> INT8 {mode})",
-        layer_table=lambda: table,
-    )
-    return replace(
-        _onnx_artifact(context, file, "encoder", precision, info, numerics, (gate,)),
-        float_ops=q.float_ops(context.staging / file, workdir=context.scratch),
-        quantization=quantized.params,
-        layers=table,
-    )
-
-
-def _describe(params: QuantizationParams) -> str:
-    if params.mode == "dynamic":
-        ops = ", ".join(params.op_types_to_quantize or ())
-        return f"dynamic: {params.weight_type} weights of {ops}, activations quantized at run time"
-    return (
-        f"static {params.quant_format}: {params.weight_type} weights per channel, "
-        f"{params.activation_type} activations, {params.calibration_method} calibration on "
-        f"{params.calibration_samples} samples"
-    )
 
 
 def _onnx_artifact(
@@ -1010,8 +997,8 @@ def run_export(config: ExportConfig) -> ExportResult:
     with StagedOutput(target, force=config.force) as staged:
         assert staged.path is not None
         with timer.step("data"):
-            calibration = calibration_step(config)
             evaluation = evaluation_step(config, entry.side_input)
+            calibration = calibration_step(config, evaluation)
         with timer.step("surgery"):
             model, surgery = surgery_step(config, loaded.model, evaluation)
         with timer.step("split"):

@@ -36,14 +36,13 @@ litert-torch, torchao and ai-edge-litert are imported only when a conversion run
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import hashlib
 import os
 import shutil
 import tempfile
 import time
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -60,6 +59,7 @@ from csideploy.errors import (
     OutputExistsError,
     ShapeError,
 )
+from csideploy.export.tflite_convert import convert
 
 PRECISIONS = ("fp32", "int8", "dynamic")
 IO_TYPES = ("int8", "float")
@@ -106,6 +106,9 @@ class TfliteExportConfig:
     calibration_batch: int = 64
     output_names: tuple[str, ...] | None = None
     """Names of the encoder's outputs in torch order; when given, `output_name` is unused."""
+    layers: tuple[str, ...] | None = None
+    """``int8`` only: quantize just these modules (paths inside the encoder), the rest
+    float, with float I/O; None quantizes every layer (full integer)."""
 
     def __post_init__(self) -> None:
         _check_choice("precision", self.precision, PRECISIONS)
@@ -125,6 +128,10 @@ class TfliteExportConfig:
             self._check_output_names(self.output_names)
         if self.calibration_batch < 1:
             raise ValueError(f"calibration_batch must be >= 1, got {self.calibration_batch}")
+        if self.layers is not None:
+            object.__setattr__(self, "layers", tuple(self.layers))
+            if self.io != "float":
+                raise ValueError("quantizing selected layers keeps float I/O: pass io='float'")
 
     def _check_output_names(self, names: tuple[str, ...]) -> None:
         if not names:
@@ -251,6 +258,7 @@ def export_tflite(
     output_names: Sequence[str] | None = None,
     calibration_batch: int = 64,
     overwrite: bool = False,
+    layers: Sequence[str] | None = None,
 ) -> TfliteArtifact:
     """Convert `encoder` (NCHW (N, 2, 32, 32) -> (N, M), or a tuple of such outputs) to a
     `.tflite` file at `out_path`.
@@ -258,7 +266,8 @@ def export_tflite(
     An encoder returning a tuple needs `output_names`, one per element in torch order; the
     file's outputs carry those names in that order. `calibration` (NCHW float CSI, whatever
     `layout` is) is required for ``int8`` and unused otherwise. The file is written to a
-    temporary sibling and renamed into place.
+    temporary sibling and renamed into place. `layers`: ``int8`` with only these modules
+    (paths inside `encoder`) quantized and float I/O (see `TfliteExportConfig.layers`).
     """
     config = TfliteExportConfig(
         precision=precision,
@@ -268,6 +277,7 @@ def export_tflite(
         output_name=output_name,
         output_names=None if output_names is None else tuple(output_names),
         calibration_batch=calibration_batch,
+        layers=None if layers is None else tuple(layers),
     )
     out_path = Path(out_path)
     if out_path.exists() and not overwrite:
@@ -280,7 +290,7 @@ def export_tflite(
     litert = _import_litert()
 
     started = time.perf_counter()
-    model_bytes = _convert(litert, module, sample, config, calibration)
+    model_bytes = convert(litert, module, sample, config, calibration)
     model_bytes = _set_interface(litert, model_bytes, config, outputs)
     seconds = time.perf_counter() - started
     info = _inspect_bytes(model_bytes, str(out_path))
@@ -472,6 +482,12 @@ def _csi_quantizer(base: type) -> type:
             return super().transform_for_annotation(model)
 
         def annotate(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
+            layers = getattr(self, "layer_config", None)
+            if layers is not None:  # selected layers only (see tflite_convert)
+                quantization, inside = layers
+                self._annotate_all_static_patterns(model, quantization, inside)
+                _observe_float_only(model)
+                return model
             model = super().annotate(model)
             config = self.global_config
             if config is not None and config.input_activation is not None:  # static
@@ -731,89 +747,6 @@ def _import_flatbuffer_tools() -> tuple[Any, Any]:
     except ImportError as error:
         raise MissingDependencyError(f"{TFLITE_EXTRA_MESSAGE} ({error})") from error
     return flatbuffer_utils, schema
-
-
-@contextlib.contextmanager
-def _quiet_converter(litert: SimpleNamespace) -> Iterator[None]:
-    """Silence litert-torch's progress printing for the duration of a conversion."""
-    previous = os.environ.get("LITERT_TORCH_SHOW_PROGRESS")
-    litert.config.show_progress = False
-    try:
-        yield
-    finally:
-        if previous is None:
-            os.environ.pop("LITERT_TORCH_SHOW_PROGRESS", None)
-        else:
-            os.environ["LITERT_TORCH_SHOW_PROGRESS"] = previous
-
-
-def _convert(
-    litert: SimpleNamespace,
-    module: nn.Module,
-    sample: torch.Tensor,
-    config: TfliteExportConfig,
-    calibration: np.ndarray | None,
-) -> bytes:
-    """Flatbuffer bytes of `module` traced at `sample`, quantized as `config` asks."""
-    with _quiet_converter(litert), torch.no_grad():
-        if config.precision == "fp32":
-            return bytes(litert.convert(module, (sample,)).model_content())
-        quantizer = litert.PT2EQuantizer().set_global(
-            litert.quantization_config(
-                is_per_channel=True, is_dynamic=config.precision == "dynamic"
-            )
-        )
-        if config.precision == "dynamic":
-            # Activations are quantized at run time; one pass records the weight ranges.
-            graph = torch.export.export(module, (sample,)).module()
-            prepared = litert.prepare_pt2e(graph, quantizer)
-            prepared(sample)
-        else:
-            assert calibration is not None
-            samples = _to_layout(calibration, config)
-            prepared = _calibrated(litert, module, quantizer, samples, config)
-        quantized = litert.convert_pt2e(prepared, fold_quantize=False)
-        # Traced from an eval-mode module, the graph already has eval semantics; exported
-        # GraphModules refuse .eval(), so set the flag the converter checks.
-        quantized.training = False
-        edge = litert.convert(
-            quantized, (sample,), quant_config=litert.QuantConfig(pt2e_quantizer=quantizer)
-        )
-        return bytes(edge.model_content())
-
-
-def _calibrated(
-    litert: SimpleNamespace,
-    module: nn.Module,
-    quantizer: Any,
-    calibration: torch.Tensor,
-    config: TfliteExportConfig,
-) -> nn.Module:
-    """The PT2E-prepared graph after its observers have seen every calibration sample.
-
-    The graph is exported with a dynamic batch so that calibration runs in chunks; an encoder
-    whose graph cannot be traced that way is calibrated one sample at a time.
-    """
-    chunk = config.calibration_batch
-    try:
-        batch = torch.export.Dim("batch", min=1, max=max(chunk, 2))
-        graph = torch.export.export(module, (calibration[:2],), dynamic_shapes=({0: batch},))
-    except Exception:  # any tracing failure: fall back to the batch-1 graph
-        graph = torch.export.export(module, (calibration[:1],))
-        chunk = 1
-    prepared = litert.prepare_pt2e(graph.module(), quantizer)
-    for start in range(0, len(calibration), chunk):
-        prepared(calibration[start : start + chunk])
-    return prepared
-
-
-def _to_layout(calibration: np.ndarray, config: TfliteExportConfig) -> torch.Tensor:
-    tensor = torch.from_numpy(np.ascontiguousarray(calibration, dtype=np.float32))
-    if config.layout == "nhwc":
-        tensor = tensor.permute(0, 2, 3, 1).contiguous()
-    if len(tensor) == 1:  # the dynamic-batch trace needs two samples
-        tensor = tensor.repeat(2, 1, 1, 1)
-    return tensor
 
 
 def _check_calibration(calibration: np.ndarray | None) -> np.ndarray:

@@ -10,9 +10,11 @@ zero point for the comparison). A multi-output handset graph keeps its output na
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from csideploy.errors import DataError
+from csideploy.export.int8_onnx_step import layer_plan, limits, uses_layer_plan
 from csideploy.export.latency import LatencyResult
 from csideploy.export.litert_runner import encode_csi_outputs, litert_latency
 from csideploy.export.numerics import (
@@ -25,6 +27,8 @@ from csideploy.export.onnx_export import TensorInfo
 from csideploy.export.recipe import ArtifactResult, ExportContext, float_gate, register_format
 from csideploy.export.tflite import TensorSpec, TfliteArtifact, export_tflite
 from csideploy.models.ue_graph import flat_codeword
+from csideploy.quantize.fidelity import check_fidelity
+from csideploy.quantize.torch_plan import planned_encoder
 
 TFLITE_FILES = {
     "fp32": "encoder.tflite",
@@ -52,29 +56,42 @@ def tflite_step(context: ExportContext) -> list[ArtifactResult]:
 def _export(context: ExportContext, precision: str) -> ArtifactResult:
     file = TFLITE_FILES[precision]
     calibration = None
+    encoder, layers, io = context.split.export_encoder, None, context.config.tflite_io
     if precision == "int8":
         if context.calibration is None:
             raise DataError("static INT8 needs a calibration set")
         calibration = context.calibration.data
+        if uses_layer_plan(context):
+            planner, plan = layer_plan(context)
+            encoder, layers = planned_encoder(encoder, plan.nodes, planner.equalizations)
+            io = "float"
     artifact = export_tflite(
-        context.split.export_encoder,
+        encoder,
         context.staging / file,
         precision=precision,
         calibration=calibration,
-        io=context.config.tflite_io,
+        io=io,
         layout=context.config.layout,
         output_names=context.split.output_names,
+        layers=layers,
     )
     codewords = flat_codeword(encode_csi_outputs(artifact.path, context.reference.csi))
     numerics = encoder_numerics(context.reference, context.split.decoder, codewords)
-    return _result(context, artifact, numerics, _gate(context, file, precision, numerics))
+    result = _result(context, artifact, numerics, _gates(context, file, precision, numerics))
+    if layers is not None:
+        result = replace(result, details={**result.details, "quantized_layers": list(layers)})
+    return result
 
 
-def _gate(context: ExportContext, file: str, precision: str, numerics: Numerics) -> GateResult:
+def _gates(
+    context: ExportContext, file: str, precision: str, numerics: Numerics
+) -> tuple[GateResult, ...]:
     if precision == "fp32":
-        return float_gate(context, numerics, what=f"{file} (torch -> TFLite)")
-    return check_nmse_drop(
-        numerics, context.config.max_nmse_drop, what=f"{file} (float -> TFLite {precision})"
+        return (float_gate(context, numerics, what=f"{file} (torch -> TFLite)"),)
+    what = f"{file} (float -> TFLite {precision})"
+    return (
+        check_nmse_drop(numerics, context.config.max_nmse_drop, what=what),
+        check_fidelity(numerics, limits(context), what=what),
     )
 
 
@@ -83,7 +100,10 @@ def _tensor(spec: TensorSpec) -> TensorInfo:
 
 
 def _result(
-    context: ExportContext, artifact: TfliteArtifact, numerics: Numerics, gate: GateResult
+    context: ExportContext,
+    artifact: TfliteArtifact,
+    numerics: Numerics,
+    gates: tuple[GateResult, ...],
 ) -> ArtifactResult:
     return ArtifactResult(
         path=context.final_path(artifact.path.name),
@@ -94,7 +114,7 @@ def _result(
         bytes=artifact.num_bytes,
         sha256=artifact.sha256,
         numerics=numerics,
-        gates=(gate,),
+        gates=gates,
         inputs=(_tensor(artifact.input),),
         outputs=tuple(_tensor(spec) for spec in artifact.outputs),
         float_ops=artifact.float_ops if artifact.precision != "fp32" else None,

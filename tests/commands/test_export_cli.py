@@ -109,14 +109,16 @@ def test_defaults_use_the_shipped_checkpoint(workdir):
 
 
 def test_gate_failure_prints_the_layer_table_and_writes_nothing(workdir, checkpoint):
-    np.save(workdir / "flat.npy", np.full((32, 2, 32, 32), 0.5, np.float32))
+    # barely any channel (an all-0.5 file is refused before quantization, exit 2)
+    noise = np.random.default_rng(0).standard_normal((32, 2, 32, 32)).astype(np.float32)
+    np.save(workdir / "weak.npy", 0.5 + 2e-4 * noise)
     result = _export("--model", "clnet", "--checkpoint", str(checkpoint), "--int8", "static",
-                     "--calib", "flat.npy", *FAST, "--out", "out")
+                     "--int8-layers", "all", "--calib", "weak.npy", *FAST, "--out", "out")
     assert result.exit_code == 3
     assert "per-tensor SQNR" in result.stderr and "| encoder." in result.stderr
     error = result.stderr.strip().splitlines()[-1]
     assert error.startswith("error: encoder.int8.onnx") and "--max-nmse-drop" in error
-    assert sorted(p.name for p in workdir.iterdir()) == ["flat.npy"]
+    assert sorted(p.name for p in workdir.iterdir()) == ["weak.npy"]
 
 
 @pytest.mark.parametrize(

@@ -24,7 +24,7 @@ from csideploy.export import (
 from csideploy.export.recipe import FORMAT_STEPS, ArtifactResult
 from csideploy.models.checkpoint import save_checkpoint
 
-FAST = {"calib_samples": 32, "eval_samples": 64, "latency_runs": 10}
+FAST = {"calib_samples": 32, "eval_samples": 64, "latency_runs": 10, "int8_layers": "all"}
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +140,7 @@ def test_numerics_json(exported):
     assert int8["delta_nmse_db"] == pytest.approx(int8["nmse_db"] - numerics["float_nmse_db"])
     assert int8["layers"] and {"node", "tensor", "sqnr_db"} <= set(int8["layers"][0])
     assert by_file["decoder.onnx"]["compared_output"] == "csi_hat"
-    assert numerics["limits"] == {"onnx_max_abs_error": 1e-4, "max_nmse_drop_db": 0.5}
+    assert numerics["limits"] == {"onnx_max_abs_error": 1e-4, "max_nmse_drop_db": 0.3}
 
 
 def test_report(exported):
@@ -163,36 +163,53 @@ def test_two_exports_are_byte_identical(exported, checkpoint, tmp_path):
         assert (again.out_dir / name).read_bytes() == (exported.out_dir / name).read_bytes()
 
 
-def test_broken_calibration_trips_the_gate_and_writes_nothing(checkpoint, tmp_path):
-    """All-0.5 CSI (no channel at all) calibrates every range to zero width."""
+def test_flat_calibration_is_refused_and_nothing_is_written(checkpoint, tmp_path):
+    """All-0.5 CSI (no channel at all) would calibrate every range to zero width."""
     broken = tmp_path / "flat.npy"
     np.save(broken, np.full((32, 2, 32, 32), 0.5, np.float32))
     out = tmp_path / "out"
     config = ExportConfig(model="clnet", cr=32, checkpoint=str(checkpoint), int8="static",
                           calib=str(broken), out=str(out), **FAST)
+    with pytest.raises(DataError, match="has zero variance"):
+        run_export(config)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["flat.npy"]
+
+
+def _weak_calibration(tmp_path):
+    """Barely any channel: ranges far too narrow for the evaluation CSI."""
+    weak = tmp_path / "weak.npy"
+    noise = np.random.default_rng(0).standard_normal((32, 2, 32, 32)).astype(np.float32)
+    np.save(weak, 0.5 + 2e-4 * noise)
+    return weak
+
+
+def test_weak_calibration_trips_the_gate_and_writes_nothing(checkpoint, tmp_path):
+    weak = _weak_calibration(tmp_path)
+    out = tmp_path / "out"
+    config = ExportConfig(model="clnet", cr=32, checkpoint=str(checkpoint), int8="static",
+                          calib=str(weak), out=str(out), **FAST)
     with pytest.raises(NmseGateError) as caught:
         run_export(config)
     error = caught.value
     assert isinstance(error, ToleranceError) and error.exit_code == 3
-    assert "encoder.int8.onnx" in str(error) and "--max-nmse-drop 0.5" in str(error)
-    assert error.numerics.delta_nmse_db > 0.5
+    assert "encoder.int8.onnx" in str(error)
     worst = error.layers[0]
     assert worst.node.startswith("encoder.") and worst.local_sqnr_db < 10
-    assert worst.node in str(error) and worst.node in error.table()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["flat.npy"]
+    assert worst.node in error.table()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["weak.npy"]
 
 
-def test_infinite_drop_accepts_the_broken_calibration(checkpoint, tmp_path):
-    broken = tmp_path / "flat.npy"
-    np.save(broken, np.full((32, 2, 32, 32), 0.5, np.float32))
+def test_open_limits_accept_the_weak_calibration(checkpoint, tmp_path):
+    weak = _weak_calibration(tmp_path)
     result = run_export(ExportConfig(model="clnet", cr=32, checkpoint=str(checkpoint),
-                                     int8="static", calib=str(broken), max_nmse_drop=math.inf,
+                                     int8="static", calib=str(weak), max_nmse_drop=math.inf,
+                                     min_codeword_sqnr=-math.inf, max_fidelity_nmse=math.inf,
                                      out=str(tmp_path / "out"), **FAST))
     int8 = result.artifact("encoder.int8.onnx")
-    assert int8.numerics.delta_nmse_db > 0.5 and int8.gates[0].passed
+    assert int8.numerics.delta_nmse_db > 0.3 and all(g.passed for g in int8.gates)
     numerics = json.loads((result.out_dir / "numerics.json").read_text())
     assert numerics["limits"]["max_nmse_drop_db"] == "inf"
-    assert numerics["calibration"]["source"] == str(broken)
+    assert numerics["calibration"]["source"] == str(weak)
 
 
 @pytest.mark.parametrize("cr", [8])
@@ -221,7 +238,10 @@ def test_clnet_cr4_static_int8(tmp_path):
     assert result.sizes.params_encoder == 1_049_556
     assert fp32.numerics.max_abs_error <= 1e-4
     assert int8.numerics.delta_nmse_db <= 0.5 and int8.bytes < fp32.bytes / 3.5
-    assert int8.op_counts["QuantizeLinear"] > 10 and int8.latency.p50_us > 0
+    # the default layer plan: the 2048 -> 512 FC layer in int8, the small convolutions float
+    plan = int8.quantization.layer_plan
+    assert any(n.endswith("/Gemm") for n in plan["quantized"]), plan
+    assert int8.op_counts["QuantizeLinear"] >= 1 and int8.latency.p50_us > 0
 
 
 def test_crnet_official_trainer_checkpoint(tmp_path):
