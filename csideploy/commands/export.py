@@ -224,6 +224,7 @@ def export_command(
     for warning in caught:
         if issubclass(warning.category, CalibrationWarning):
             click.echo(f"warning: {warning.message}", err=True)
+    _warn_float_only_plan(result)
     if as_json:
         echo_json(result.to_dict())
         return
@@ -273,6 +274,28 @@ def _summary_table(result: Any) -> None:
             f"  {a.file:<20}{a.side:<5}{a.precision:<6}{a.bytes:>11,}  {error:<19}"
             f"{n.nmse_db:>8.2f}{n.delta_nmse_db:>+8.3f}{p50:>8}  {gates}{_fidelity(n)}"
         )
+
+
+def _warn_float_only_plan(result: Any) -> None:
+    """Say so when the measured layer plan kept every layer float: the INT8 files then
+    compute in float, and a user must not take them for quantized encoders."""
+    plans = [
+        getattr(a.quantization, "layer_plan", None)
+        for a in result.artifacts
+        if getattr(a, "quantization", None) is not None
+    ]
+    empty = [p for p in plans if p is not None and not p["quantized"]]
+    if not empty:
+        return
+    reasons = "; ".join(
+        f"{d['node']}: {d['reason']}" for d in empty[0]["decisions"] if d.get("sqnr_db") is not None
+    )
+    click.echo(
+        "warning: the INT8 layer plan kept every layer in float (slower in int8, or over the "
+        f"accuracy budget{': ' + reasons if reasons else ''}); the INT8 files compute in float. "
+        "--int8-layers all quantizes every layer.",
+        err=True,
+    )
 
 
 def _ship_line(out_dir: Path) -> None:
