@@ -66,7 +66,7 @@ def test_fp32_and_int8_programs_pass_their_gates(which, request):
     assert fp32.latency is not None and fp32.latency.runtime.startswith("executorch")
 
 
-def test_fp32_program_matches_torch_and_onnx(crnet):
+def test_fp32_program_matches_torch(crnet):
     from csideploy.models.checkpoint import load_model
 
     x = np.random.default_rng(3).random((4, 2, 32, 32), dtype=np.float32)
