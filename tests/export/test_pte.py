@@ -111,10 +111,23 @@ def test_a_flipped_byte_in_a_program_fails_verify(crnet, tmp_path):
 
 def test_runner_times_a_program(crnet):
     out = subprocess.run(
-        [sys.executable, str(crnet.out_dir / "runner.py"), "--artifacts",
-         str(crnet.out_dir / "encoder.int8.pte"), "--runtime", "executorch", "--runs", "5",
-         "--warmup", "1", "--no-roofline"],
-        capture_output=True, text=True, timeout=300, check=False,
+        [
+            sys.executable,
+            str(crnet.out_dir / "runner.py"),
+            "--artifacts",
+            str(crnet.out_dir / "encoder.int8.pte"),
+            "--runtime",
+            "executorch",
+            "--runs",
+            "5",
+            "--warmup",
+            "1",
+            "--no-roofline",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert out.returncode == 0, out.stderr
     doc = json.loads(out.stdout)
@@ -135,3 +148,22 @@ def test_int8_program_is_held_to_the_nmse_gate(tmp_path):
     assert "--max-nmse-drop 0.5" in message and "nothing was written" in message
     assert caught.value.numerics.delta_nmse_db > 0.5
     assert list(tmp_path.iterdir()) == []
+
+
+def test_lora_integer_codeword_program(tmp_path):
+    """A quantized LORA encoder ships its int8 codeword: XNNPACK runs the matrix, ExecuTorch's
+    portable kernels the rounding; the levels match torch and the bundle verifies."""
+    from csideploy.models import build
+
+    torch.manual_seed(0)
+    model = build("lora", 64, quantizer="lsq", bits=8, blocks=2, hidden=64)
+    model.encoder.quantizer.set_parameters(0.02)
+    checkpoint = save_checkpoint(tmp_path / "lora.pt", model)
+    result = _export(tmp_path, "lora", checkpoint, eval_samples=32, latency_runs=0)
+    fp32 = result.artifact("encoder.pte")
+    assert [(t.name, t.dtype) for t in fp32.outputs] == [("output_0", "int8")]
+    assert fp32.gates[0].name == "codeword level mismatch (fraction)"
+    assert fp32.numerics.max_abs_error == 0.0
+    assert "aten.round.default" in fp32.details["portable_ops"]
+    report = verify_bundle(result.out_dir)
+    assert report.ok, report.failures
