@@ -28,7 +28,7 @@ from csideploy.bench.roofline import count_onnx_macs, sibling_onnx
 from csideploy.bench.ssh import SshTarget, run_ssh
 from csideploy.errors import CsiDeployError, DataError
 
-RUNTIMES = ("onnxruntime", "litert", "torch")
+RUNTIMES = ("onnxruntime", "litert", "executorch", "torch")
 PERF_FILE = "perf.json"
 EMULATED_PERF_FILE = "perf.emulated.json"
 """Emulated runs go to their own file so they never replace a real measurement."""

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
-"""Standalone latency runner for ONNX and TFLite encoder artifacts.
+"""Standalone latency runner for ONNX, TFLite and ExecuTorch encoder artifacts.
 
 One file that needs only Python 3.8 or newer, numpy and one runtime (onnxruntime,
-ai-edge-litert, or tflite-runtime as a fallback), so it can be copied to a phone, an ARM board
+ai-edge-litert, tflite-runtime as a fallback, or executorch, whose Python runtime also
+imports torch), so it can be copied to a phone, an ARM board
 or an emulated root and run there as it is::
 
     python runner.py --artifacts DIR_OR_FILES --runtime auto --threads 1 --batch 1 \\
@@ -39,10 +40,12 @@ from typing import Any
 
 SCHEMA = "csideploy.perf/1"
 RUNNER_VERSION = 1
-FORMATS = {".onnx": "onnx", ".tflite": "tflite"}
-RUNTIMES = ("onnxruntime", "litert")
-RUNTIME_FORMATS = {"onnxruntime": "onnx", "litert": "tflite"}
+FORMATS = {".onnx": "onnx", ".tflite": "tflite", ".pte": "pte"}
+RUNTIMES = ("onnxruntime", "litert", "executorch")
+RUNTIME_FORMATS = {"onnxruntime": "onnx", "litert": "tflite", "executorch": "pte"}
 LITERT_PACKAGES = ("ai_edge_litert", "tflite_runtime")
+ET_DTYPES = {0: "uint8", 1: "int8", 2: "int16", 3: "int32", 4: "int64", 6: "float32", 11: "bool"}
+"""ExecuTorch ScalarType codes of the tensor types an encoder's inputs and outputs use."""
 THREAD_VARIABLES = (
     "OMP_NUM_THREADS",
     "OPENBLAS_NUM_THREADS",
@@ -266,6 +269,7 @@ def machine_info(emulated: str | None = None) -> dict[str, Any]:
                 ("onnxruntime", _package_version("onnxruntime")),
                 ("ai-edge-litert", _package_version("ai-edge-litert")),
                 ("tflite-runtime", _package_version("tflite-runtime")),
+                ("executorch", _package_version("executorch")),
             )
             if version
         },
@@ -312,7 +316,7 @@ def discover(paths: list[str], *, include_decoder: bool = False) -> tuple[Path |
                     found.append(candidate)
         elif path.is_file():
             if path.suffix.lower() not in FORMATS:
-                raise BenchInputError(f"{path}: not an .onnx or .tflite file")
+                raise BenchInputError(f"{path}: not an .onnx, .tflite or .pte file")
             found.append(path)
         else:
             raise BenchInputError(f"{path}: no such file or directory")
@@ -320,7 +324,7 @@ def discover(paths: list[str], *, include_decoder: bool = False) -> tuple[Path |
         found = [p for p in found if artifact_role(p.name) != "decoder"]
     if not found:
         where = ", ".join(paths)
-        raise BenchInputError(f"no .onnx or .tflite encoder artifacts found in {where}")
+        raise BenchInputError(f"no .onnx, .tflite or .pte encoder artifacts found in {where}")
     return root, found
 
 
@@ -547,6 +551,61 @@ class LiteRtModel:
         return [self.interpreter.get_tensor(i) for i in self.output_index]
 
 
+class EtModel:
+    """An ExecuTorch program's `forward` (XNNPACK delegate); tensors are positional.
+
+    ExecuTorch's Python runtime takes and returns torch tensors, so this adapter needs torch
+    besides executorch. `threads` resets ExecuTorch's process-wide XNNPACK thread pool.
+    """
+
+    runtime = "executorch"
+
+    def __init__(self, path: Path, threads: int, batch: int) -> None:
+        import torch
+        from executorch.extension.pybindings import portable_lib
+        from executorch.runtime import Runtime
+
+        portable_lib._unsafe_reset_threadpool(threads)
+        self.torch = torch
+        self.version = _package_version("executorch") or "unknown"
+        self.method = Runtime.get().load_program(path).load_method("forward")
+        meta = self.method.metadata
+        self.inputs = [
+            self._spec(meta.input_tensor_meta(k), f"input_{k}") for k in range(meta.num_inputs())
+        ]
+        self.outputs = [
+            self._spec(meta.output_tensor_meta(k), f"output_{k}") for k in range(meta.num_outputs())
+        ]
+
+    @staticmethod
+    def _spec(meta: Any, name: str) -> dict[str, Any]:
+        dtype = ET_DTYPES.get(int(meta.dtype()), f"scalar type {int(meta.dtype())}")
+        return {
+            "name": name,
+            "shape": [int(d) for d in meta.sizes()],
+            "dtype": dtype,
+            "scale": None,
+            "zero_point": None,
+        }
+
+    def check_batch(self, batch: int) -> None:
+        for spec in self.inputs:
+            if spec["shape"] and spec["shape"][0] != batch:
+                raise Skip(f"the program has a fixed batch of {spec['shape'][0]}, not {batch}")
+
+    def __call__(self, feeds: list[Any]) -> list[Any]:
+        outputs = self.method.execute([self.torch.from_numpy(x) for x in feeds])
+        return [y.numpy() for y in outputs]
+
+
+def load_executorch() -> None:
+    """Import ExecuTorch's Python runtime, or Skip with the reason."""
+    try:
+        import executorch.runtime  # noqa: F401
+    except Exception as error:  # a broken install fails in many ways
+        raise Skip(f"executorch not importable ({type(error).__name__}: {error})") from error
+
+
 def load_litert() -> tuple[Any, str]:
     """The Interpreter class of ai-edge-litert, or of tflite-runtime where only that exists."""
     reasons = []
@@ -559,7 +618,9 @@ def load_litert() -> tuple[Any, str]:
     raise Skip("no LiteRT interpreter importable (" + "; ".join(reasons) + ")")
 
 
-def open_model(runtime: str, path: Path, threads: int, batch: int) -> OrtModel | LiteRtModel:
+def open_model(
+    runtime: str, path: Path, threads: int, batch: int
+) -> OrtModel | LiteRtModel | EtModel:
     if runtime == "onnxruntime":
         try:
             import onnxruntime  # noqa: F401
@@ -568,6 +629,9 @@ def open_model(runtime: str, path: Path, threads: int, batch: int) -> OrtModel |
         return OrtModel(path, threads, batch)
     if runtime == "litert":
         return LiteRtModel(path, threads, batch)
+    if runtime == "executorch":
+        load_executorch()
+        return EtModel(path, threads, batch)
     raise Skip(f"unknown runtime {runtime!r}")
 
 
@@ -731,6 +795,8 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
         started = time.perf_counter_ns()
         if spec["runtime"] == "onnxruntime":
             import onnxruntime  # noqa: F401
+        elif spec["runtime"] == "executorch":
+            load_executorch()
         else:
             load_litert()
         import_ns = time.perf_counter_ns() - started
@@ -1055,7 +1121,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--artifacts", nargs="+", help="artifact directory and/or model files")
     parser.add_argument(
-        "--runtime", default="auto", help="auto, onnxruntime, litert or none (comma list)"
+        "--runtime",
+        default="auto",
+        help="auto, onnxruntime, litert, executorch or none (comma list)",
     )
     parser.add_argument("--threads", default="1", help="thread counts, comma list (e.g. 1,2,4)")
     parser.add_argument("--batch", type=int, default=1)

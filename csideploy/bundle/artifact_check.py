@@ -30,7 +30,7 @@ FP32_MAX_TOLERANCE = 1e-3
 """A float file is re-run on another CPU: ten times the exporter's 1e-4 at most."""
 QUANTIZED_SHARE = 0.02
 """Quantized float outputs: 2% of the largest expected |output| (or two output steps)."""
-SUFFIXES = {"onnx": ".onnx", "tflite": ".tflite"}
+SUFFIXES = {"onnx": ".onnx", "tflite": ".tflite", "pte": ".pte"}
 
 
 def check_artifact(
@@ -148,6 +148,8 @@ def _dynamic(model: Any, outputs: bool = False) -> dict[str, bool]:
         return {
             a.name: not (a.shape and isinstance(a.shape[0], int) and a.shape[0] > 0) for a in args
         }
+    if not hasattr(model, "interpreter"):
+        return {}  # an ExecuTorch program has a fixed batch
     interpreter = model.interpreter
     details = interpreter.get_output_details() if outputs else interpreter.get_input_details()
     return {

@@ -20,7 +20,7 @@ from csideploy.bundle.manifest import (
 )
 from csideploy.bundle.verify import RUNTIMES, run_artifact_outputs
 
-FORMATS = ("onnx", "tflite")
+FORMATS = ("onnx", "tflite", "pte")
 PRECISIONS = ("fp32", "int8", "dynamic")
 
 

@@ -12,6 +12,7 @@ TOOL_DISTRIBUTIONS = (
     "onnxruntime",
     "litert-torch",
     "ai-edge-litert",
+    "executorch",
     "numpy",
 )
 

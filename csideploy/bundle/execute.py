@@ -15,7 +15,7 @@ import numpy as np
 
 from csideploy.bench import runner
 
-RUNTIMES = {"onnx": "onnxruntime", "tflite": "litert"}
+RUNTIMES = {"onnx": "onnxruntime", "tflite": "litert", "pte": "executorch"}
 
 
 def open_artifact(runtime: str, path: Path) -> Any:

@@ -28,7 +28,8 @@ def _int_list(text: str) -> tuple[int, ...]:
     "runtimes",
     default="auto",
     show_default=True,
-    help="Comma list of onnxruntime, litert, torch (auto: each file with its own runtime).",
+    help="Comma list of onnxruntime, litert, executorch, torch (auto: each file with its own"
+    " runtime).",
 )
 @click.option("--threads", default="1", show_default=True, help="Thread counts, e.g. 1,2,4.")
 @click.option("--batch", default=1, show_default=True, type=int)
@@ -82,7 +83,7 @@ def bench_command(
 ) -> None:
     """Latency, init time, peak RSS and size of every artifact in PATH.
 
-    PATH is an artifact directory or bundle from `csideploy export`, or one .onnx / .tflite
+    PATH is an artifact directory or bundle from `csideploy export`, or one .onnx / .tflite / .pte
     file. A bundle is verified first (and never rewritten). Writes perf.json and the latency
     section of report.md; nothing when nothing could be measured.
     """

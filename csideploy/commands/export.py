@@ -116,7 +116,8 @@ from csideploy.export import (
     "formats",
     default="onnx,tflite",
     show_default=True,
-    help="Comma-separated formats: onnx, tflite (tflite needs the 'tflite' extra).",
+    help="Comma-separated formats: onnx, tflite, pte (tflite and pte need the 'tflite' and"
+    " 'executorch' extras).",
 )
 @click.option(
     "--layout",

@@ -1090,8 +1090,8 @@ def _input_spec(spec: Any) -> dict[str, Any]:
 
 
 def _register_optional_formats() -> None:
-    """TFLite registers itself on import; its heavy dependencies load only when it runs."""
-    from csideploy.export import tflite_step  # noqa: F401
+    """TFLite and ExecuTorch register on import; their heavy dependencies load when they run."""
+    from csideploy.export import pte_step, tflite_step  # noqa: F401
 
 
 _register_optional_formats()

@@ -140,9 +140,9 @@ def test_decoder_only_when_asked(workdir: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["{empty}"], "no .onnx or .tflite encoder artifacts found in"),
+        (["{empty}"], "no .onnx, .tflite or .pte encoder artifacts found in"),
         (["{empty}/nothing-here"], "no such file or directory"),
-        (["{art}/manifest.json"], "not an .onnx or .tflite file"),
+        (["{art}/manifest.json"], "not an .onnx, .tflite or .pte file"),
         (["{art}", "--threads", "one"], "--threads must be a comma list"),
         (["{art}", "--runtime", "tensorrt"], "unknown runtime 'tensorrt'"),
         (["{art}", "--runs", "0"], "runs must be >= 1"),

@@ -207,9 +207,9 @@ def test_batch_dynamic_onnx_and_fixed_tflite(artifact_dir: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--artifacts", "{empty}"], "no .onnx or .tflite encoder artifacts found"),
+        (["--artifacts", "{empty}"], "no .onnx, .tflite or .pte encoder artifacts found"),
         (["--artifacts", "{empty}/missing.onnx"], "no such file or directory"),
-        (["--artifacts", "{golden}"], "not an .onnx or .tflite file"),
+        (["--artifacts", "{golden}"], "not an .onnx, .tflite or .pte file"),
         (["--artifacts", "{art}", "--runtime", "tensorrt"], "unknown runtime 'tensorrt'"),
         (["--artifacts", "{art}", "--threads", "0"], "must be >= 1"),
     ],

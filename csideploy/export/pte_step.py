@@ -1,0 +1,135 @@
+"""The ExecuTorch format of the export recipe: encoder.pte, encoder.int8.pte, encoder.dyn.pte.
+
+Registered as format "pte" in `csideploy.export.recipe.FORMAT_STEPS`. Every program is run by
+ExecuTorch's own runtime (the standalone runner's adapter) over the evaluation set and held to
+the same gates as the ONNX and TFLite files: the fp32 program to the codeword max-abs
+tolerance (integer codewords: the share of levels that differ), the INT8 programs to
+`--max-nmse-drop`. An ExecuTorch program carries no tensor names: its inputs and outputs are
+positional (`input_0`, `output_0`, ... in the order of the ONNX file's outputs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from csideploy.errors import DataError
+from csideploy.export.latency import LatencyResult
+from csideploy.export.numerics import GateResult, Numerics, check_nmse_drop, encoder_numerics
+from csideploy.export.onnx_export import TensorInfo
+from csideploy.export.pte import PteArtifact, export_pte
+from csideploy.export.recipe import ArtifactResult, ExportContext, float_gate, register_format
+from csideploy.models.ue_graph import flat_codeword
+
+PTE_FILES = {
+    "fp32": "encoder.pte",
+    "int8": "encoder.int8.pte",
+    "dynamic": "encoder.dyn.pte",
+}
+RUNTIME = "executorch"
+WARMUP = 20
+
+
+def _latency(path: Path, input_shape: Sequence[int], runs: int) -> LatencyResult:
+    """p50 / p90 of one batch-1 call on one thread, with the runner's timing loop."""
+    from csideploy.bench import runner
+
+    model = runner.open_model(RUNTIME, path, threads=1, batch=1)
+    feeds = runner.make_feeds(model.inputs, None, 0)
+    _, _, timings = runner.time_calls(model, feeds, WARMUP, runs)
+    summary = runner.latency_summary(timings)
+    return LatencyResult(
+        runtime=f"executorch {model.version}",
+        threads=1,
+        batch=1,
+        runs=runs,
+        warmup=WARMUP,
+        p50_us=round(float(summary["p50"]), 1),
+        p90_us=round(float(summary["p90"]), 1),
+        min_us=round(float(summary["min"]), 1),
+    )
+
+
+@register_format("pte", latency=_latency)
+def pte_step(context: ExportContext) -> list[ArtifactResult]:
+    """The fp32 ExecuTorch encoder, and with `--int8` the static or dynamic INT8 one."""
+    artifacts = [_export(context, "fp32")]
+    mode = context.config.int8
+    if mode == "static":
+        artifacts.append(_export(context, "int8"))
+    elif mode == "dynamic":
+        artifacts.append(_export(context, "dynamic"))
+    return artifacts
+
+
+def run_pte(path: Path, csi: np.ndarray) -> list[np.ndarray]:
+    """Each output of a `.pte` encoder on `csi`, one sample at a time, as the file returns it."""
+    from csideploy.bundle.execute import run_artifact_outputs
+
+    return run_artifact_outputs(RUNTIME, path, csi)
+
+
+def _export(context: ExportContext, precision: str) -> ArtifactResult:
+    file = PTE_FILES[precision]
+    calibration = None
+    if precision == "int8":
+        if context.calibration is None:
+            raise DataError("static INT8 needs a calibration set")
+        calibration = context.calibration.data
+    artifact = export_pte(
+        context.split.export_encoder,
+        context.staging / file,
+        input_shape=tuple(context.split.input_shape),
+        precision=precision,
+        calibration=calibration,
+    )
+    outputs = run_pte(artifact.path, context.reference.csi)
+    numerics = encoder_numerics(context.reference, context.split.decoder, flat_codeword(outputs))
+    return _result(context, artifact, outputs, numerics, _gate(context, file, precision, numerics))
+
+
+def _gate(context: ExportContext, file: str, precision: str, numerics: Numerics) -> GateResult:
+    if precision == "fp32":
+        return float_gate(context, numerics, what=f"{file} (torch -> ExecuTorch)")
+    return check_nmse_drop(
+        numerics, context.config.max_nmse_drop, what=f"{file} (float -> ExecuTorch {precision})"
+    )
+
+
+def _result(
+    context: ExportContext,
+    artifact: PteArtifact,
+    outputs: list[np.ndarray],
+    numerics: Numerics,
+    gate: GateResult,
+) -> ArtifactResult:
+    shape = (1, *context.split.input_shape)
+    return ArtifactResult(
+        path=context.final_path(artifact.path.name),
+        format="pte",
+        role="encoder",
+        side="UE",
+        precision=artifact.precision,
+        bytes=artifact.num_bytes,
+        sha256=artifact.sha256,
+        numerics=numerics,
+        gates=(gate,),
+        inputs=(TensorInfo(name="input_0", shape=shape, dtype="float32"),),
+        outputs=tuple(
+            TensorInfo(name=f"output_{k}", shape=(1, *y.shape[1:]), dtype=y.dtype.name)
+            for k, y in enumerate(outputs)
+        ),
+        float_ops=artifact.portable_ops if artifact.precision != "fp32" else None,
+        details={
+            "delegate": "XnnpackBackend",
+            "delegate_calls": artifact.delegated_nodes,
+            "portable_ops": list(artifact.portable_ops),
+            "quantizer": None
+            if artifact.precision == "fp32"
+            else "XNNPACKQuantizer, int8 symmetric per-channel weights, PT2E",
+            "executorch": artifact.executorch,
+            "output_names": list(context.split.output_names),
+        },
+    )
