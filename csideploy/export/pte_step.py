@@ -4,8 +4,9 @@ Registered as format "pte" in `csideploy.export.recipe.FORMAT_STEPS`. Every prog
 ExecuTorch's own runtime (the standalone runner's adapter) over the evaluation set and held to
 the same gates as the ONNX and TFLite files: the fp32 program to the codeword max-abs
 tolerance (integer codewords: the share of levels that differ), the INT8 programs to
-`--max-nmse-drop`. An ExecuTorch program carries no tensor names: its inputs and outputs are
-positional (`input_0`, `output_0`, ... in the order of the ONNX file's outputs).
+`--max-nmse-drop` and to fidelity to the float model. An ExecuTorch program carries no
+tensor names: its inputs and outputs are positional (`input_0`, `output_0`, ... in the order
+of the ONNX file's outputs).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from csideploy.export.onnx_export import TensorInfo
 from csideploy.export.pte import PteArtifact, export_pte
 from csideploy.export.recipe import ArtifactResult, ExportContext, float_gate, register_format
 from csideploy.models.ue_graph import flat_codeword
+from csideploy.quantize.fidelity import FidelityLimits, check_fidelity
 
 PTE_FILES = {
     "fp32": "encoder.pte",
@@ -87,14 +89,22 @@ def _export(context: ExportContext, precision: str) -> ArtifactResult:
     )
     outputs = run_pte(artifact.path, context.reference.csi)
     numerics = encoder_numerics(context.reference, context.split.decoder, flat_codeword(outputs))
-    return _result(context, artifact, outputs, numerics, _gate(context, file, precision, numerics))
+    return _result(context, artifact, outputs, numerics, _gates(context, file, precision, numerics))
 
 
-def _gate(context: ExportContext, file: str, precision: str, numerics: Numerics) -> GateResult:
+def _gates(
+    context: ExportContext, file: str, precision: str, numerics: Numerics
+) -> tuple[GateResult, ...]:
+    """fp32: the codeword max-abs gate; INT8: NMSE loss and fidelity to the float model."""
     if precision == "fp32":
-        return float_gate(context, numerics, what=f"{file} (torch -> ExecuTorch)")
-    return check_nmse_drop(
-        numerics, context.config.max_nmse_drop, what=f"{file} (float -> ExecuTorch {precision})"
+        return (float_gate(context, numerics, what=f"{file} (torch -> ExecuTorch)"),)
+    what = f"{file} (float -> ExecuTorch {precision})"
+    config = context.config
+    return (
+        check_nmse_drop(numerics, context.config.max_nmse_drop, what=what),
+        check_fidelity(
+            numerics, FidelityLimits(config.min_codeword_sqnr, config.max_fidelity_nmse), what=what
+        ),
     )
 
 
@@ -103,7 +113,7 @@ def _result(
     artifact: PteArtifact,
     outputs: list[np.ndarray],
     numerics: Numerics,
-    gate: GateResult,
+    gates: tuple[GateResult, ...],
 ) -> ArtifactResult:
     shape = (1, *context.split.input_shape)
     return ArtifactResult(
@@ -115,7 +125,7 @@ def _result(
         bytes=artifact.num_bytes,
         sha256=artifact.sha256,
         numerics=numerics,
-        gates=(gate,),
+        gates=gates,
         inputs=(TensorInfo(name="input_0", shape=shape, dtype="float32"),),
         outputs=tuple(
             TensorInfo(name=f"output_{k}", shape=(1, *y.shape[1:]), dtype=y.dtype.name)
