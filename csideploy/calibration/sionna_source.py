@@ -19,11 +19,13 @@ spacing, 38.901 element pattern, whose antenna DFT is the usual angular domain;
 `array="upa-xpol"` is the LORA paper's 4 x 4 cross-polarised panel (32 ports), the antenna DFT
 taken across Sionna's port order (not a clean beam space).
 
-Scaling. 3GPP drops differ in path loss by tens of dB, so one scale per data set (COST2100's
-practice) would leave most samples at zero. Each sample is normalised by the Frobenius norm
-of its kept Ha: x = 0.5 + 0.5 * Ha / ||Ha||_F, [real | imag] rows, which lies in [0, 1]
-without clipping. The norm is stored per sample as `HT_norm` (N, 1) float64, so
-Ha = (x - 0.5) * 2 * HT_norm recovers Sionna's units (path loss and shadowing included).
+Scaling and angle order: the released COST2100 convention (`convention`, docs/data.md). The
+angle bins are centred (the antenna DFT fftshifted) and each sample is divided by twice its
+largest |Re| or |Im|: x = 0.5 + Ha / (2 HT_norm), [real | imag] rows, in [0, 1] with every
+sample reaching 0 or 1 somewhere. 3GPP drops differ in path loss by tens of dB, so a scale per
+data set would leave most samples at zero. The factor is stored per sample as `HT_norm`
+(N, 1) float64, so Ha = (x - 0.5) * 2 * HT_norm recovers Sionna's units (path loss and
+shadowing included).
 
 Paired UL/DL (`paired_ul_dl=(f_UL, f_DL)` in GHz, e.g. (2.0, 2.1) for the DualNet-MP seed's
 UMi): each drop's large-scale parameters and rays (delays, angles, powers, cross-polarisation
@@ -31,7 +33,7 @@ ratios) are drawn once, at the DL carrier, and the channel coefficients are comp
 with the DL carrier's wavelength, and with the UL carrier's wavelength on the same physical
 array (element spacing fixed at half the DL wavelength) and fresh random initial ray phases
 (TR 38.901 step 10), as the phases of an FDD pair decorrelate. The file then holds `HT` (DL),
-`HT_UL` (UL) and `HT_norm` = max of the two norms, the shared scale (see
+`HT_UL` (UL) and `HT_norm` = the larger of the two peaks, the shared scale (see
 `csideploy.calibration.paired`). Pathloss and shadowing are the DL carrier's for both (the
 0.2 - 0.4 dB path-loss difference of a 5 % duplex gap is ignored). This reuses the rays of a
 DL call through Sionna internals (tested with sionna-no-rt 2.2).
@@ -297,14 +299,24 @@ def _frequency_response(a: Any, tau: Any, freqs_hz: Any) -> Any:
 
 
 def _angular_delay(h: Any) -> Any:
-    """Ha (B, 32 angle, 32 delay): DFT across antennas, inverse DFT across subcarriers."""
+    """Ha (B, 32 angle, 32 delay): DFT across antennas (bins centred, zero angle in the
+    middle), inverse DFT across subcarriers."""
     import torch
 
-    return torch.fft.ifft(torch.fft.fft(h, dim=1), dim=2)[:, :, :GRID]
+    angle = torch.fft.fftshift(torch.fft.fft(h, dim=1), dim=1)
+    return torch.fft.ifft(angle, dim=2)[:, :, :GRID]
+
+
+def _peak(ha: np.ndarray) -> np.ndarray:
+    """Largest |Re| or |Im| of each sample (B,), float64: the released convention's scale."""
+    flat = ha.reshape(len(ha), -1)
+    return np.maximum(np.abs(flat.real).max(axis=1), np.abs(flat.imag).max(axis=1)).astype(
+        np.float64
+    )
 
 
 def _csi_rows(ha: np.ndarray, norm: np.ndarray) -> np.ndarray:
-    """0.5 + 0.5 * Ha / norm as float32 (B, 2, 32, 32)."""
+    """0.5 + Ha / (2 norm) as float32 (B, 2, 32, 32)."""
     scaled = ha / (2.0 * norm[:, None, None])
     x = np.stack([scaled.real, scaled.imag], axis=1).astype(np.float32) + np.float32(0.5)
     return np.clip(x, 0.0, 1.0, out=x)
@@ -364,7 +376,7 @@ def sionna_chunks(
             a, tau = out[0], out[1]
             h_dl = _frequency_response(a.cpu(), tau.cpu(), freqs.cpu())
             ha_dl = _angular_delay(h_dl).numpy()
-            norm = np.linalg.norm(ha_dl.reshape(size, -1), axis=1).astype(np.float64)
+            norm = _peak(ha_dl)
             ha_ul = None
             if ul_model is not None:
                 ul_model.set_topology(*topology, los=dl_model._scenario.los)
@@ -373,13 +385,13 @@ def sionna_chunks(
                 ha_ul = _angular_delay(
                     _frequency_response(a_ul.cpu(), tau_ul.cpu(), freqs.cpu())
                 ).numpy()
-                norm = np.maximum(norm, np.linalg.norm(ha_ul.reshape(size, -1), axis=1))
+                norm = np.maximum(norm, _peak(ha_ul))
             norm = np.where(norm > 0, norm, 1.0)
             hf = None
             if with_freq:
-                angle = torch.fft.fft(a.cpu()[:, 0, 0, 0, :, :, 0], dim=1)[
-                    :, None, None, None, :, :, None
-                ]
+                angle = torch.fft.fftshift(
+                    torch.fft.fft(a.cpu()[:, 0, 0, 0, :, :, 0], dim=1), dim=1
+                )[:, None, None, None, :, :, None]
                 hf = _frequency_response(angle, tau.cpu(), rho_freqs).numpy()
                 hf = (hf / (2.0 * norm[:, None, None])).astype(np.complex64)
             yield SionnaChunk(

@@ -106,7 +106,12 @@ def exported_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
         calib_samples=32,
         latency_runs=3,
         out=str(tmp_path_factory.mktemp("export") / "crnet-cr64"),
+        # every layer int8 and a full-integer TFLite file: int8 I/O whose scale and zero
+        # point the contract tests tamper with; the gates stay open for that layout
+        int8_layers="all",
         max_nmse_drop=float("inf"),
+        min_codeword_sqnr=float("-inf"),
+        max_fidelity_nmse=float("inf"),
     )
     return run_export(config).out_dir
 

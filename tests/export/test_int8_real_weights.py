@@ -4,8 +4,6 @@ recorded with a reason for every layer."""
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 from int8_data import COST2100_INDOOR, CRNET_INDOOR, CRNET_OUTDOOR, outdoor_csi
@@ -80,12 +78,17 @@ def test_indoor_layer_plan_names_every_layer_and_why(indoor):
 
 
 def test_outdoor_int8_files_keep_the_float_accuracy(outdoor):
+    """On built-in outdoor CSI the outdoor model reconstructs (about -1.7 dB), and no layer
+    fits the budget: its most tolerant layer alone moves the reconstruction to about -13 dB of
+    the float one (limit -15 dB). The plan then keeps every layer float, says why, and the
+    files keep the float accuracy."""
     _check_int8_files(outdoor)
-    onnx_params = outdoor.artifact("encoder.int8.onnx").quantization
-    assert onnx_params.layer_plan["quantized"]  # something was quantized
+    assert outdoor.float_nmse_db < -1.0
+    plan = outdoor.artifact("encoder.int8.onnx").quantization.layer_plan
+    assert plan["quantized"] == []
+    reasons = [d["reason"] for d in plan["decisions"]]
+    assert any("over the accuracy budget" in r for r in reasons)
+    assert all(r.startswith("float:") for r in reasons)
     tflite = outdoor.artifact("encoder.int8.tflite")
-    # TFLite takes the plan's FC layers only (a lone int8 convolution converts to float)
-    fc_chosen = any(n.endswith("/Gemm") for n in onnx_params.layer_plan["quantized"])
-    assert bool(tflite.details["quantized_layers"]) == fc_chosen
+    assert tflite.details["quantized_layers"] == []
     assert tflite.details["io_dtype"] == "float32"
-    assert math.isfinite(outdoor.float_nmse_db)

@@ -40,9 +40,13 @@ def _export(root: Path, model: str, checkpoint: Path, **extra):
 
 @pytest.fixture(scope="module")
 def crnet(tmp_path_factory):
-    """The authors' CR 1/64 weights on 64 synthetic samples: INT8 loses more than 0.5 dB
-    here (see the gate test), so this bundle is kept with an open gate."""
-    return _export(tmp_path_factory.mktemp("pte"), "crnet", CRNET_64, max_nmse_drop=float("inf"))
+    """The authors' CR 1/64 weights on 64 built-in samples: the XNNPACK INT8 program loses
+    over 1 dB and moves far from float here (see the gate test), so this bundle is kept with
+    both gates open."""
+    return _export(
+        tmp_path_factory.mktemp("pte"), "crnet", CRNET_64, max_nmse_drop=float("inf"),
+        min_codeword_sqnr=float("-inf"), max_fidelity_nmse=float("inf"),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -138,14 +142,14 @@ def test_runner_times_a_program(crnet):
 
 
 def test_int8_program_is_held_to_the_nmse_gate(tmp_path):
-    """CRNet CR 1/64 INT8 loses about 1.6 dB on these 64 samples: over the default 0.5 dB."""
+    """CRNet CR 1/64 INT8 loses about 1.6 dB on these 64 samples: over the default 0.3 dB."""
     from csideploy.export.numerics import NmseGateError
 
     with pytest.raises(NmseGateError) as caught:
         _export(tmp_path, "crnet", CRNET_64)
     message = str(caught.value)
     assert "encoder.int8.pte (float -> ExecuTorch int8)" in message
-    assert "--max-nmse-drop 0.5" in message and "nothing was written" in message
+    assert "--max-nmse-drop 0.3" in message and "nothing was written" in message
     assert caught.value.numerics.delta_nmse_db > 0.5
     assert list(tmp_path.iterdir()) == []
 
