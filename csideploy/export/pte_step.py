@@ -21,7 +21,13 @@ from csideploy.export.latency import LatencyResult
 from csideploy.export.numerics import GateResult, Numerics, check_nmse_drop, encoder_numerics
 from csideploy.export.onnx_export import TensorInfo
 from csideploy.export.pte import PteArtifact, export_pte
-from csideploy.export.recipe import ArtifactResult, ExportContext, float_gate, register_format
+from csideploy.export.recipe import (
+    ArtifactResult,
+    ExportContext,
+    encoder_precisions,
+    float_gate,
+    register_format,
+)
 from csideploy.models.ue_graph import flat_codeword
 from csideploy.quantize.fidelity import FidelityLimits, check_fidelity
 
@@ -57,13 +63,7 @@ def _latency(path: Path, input_shape: Sequence[int], runs: int) -> LatencyResult
 @register_format("pte", latency=_latency)
 def pte_step(context: ExportContext) -> list[ArtifactResult]:
     """The fp32 ExecuTorch encoder, and with `--int8` the static or dynamic INT8 one."""
-    artifacts = [_export(context, "fp32")]
-    mode = context.config.int8
-    if mode == "static":
-        artifacts.append(_export(context, "int8"))
-    elif mode == "dynamic":
-        artifacts.append(_export(context, "dynamic"))
-    return artifacts
+    return [_export(context, precision) for precision in encoder_precisions(context.config)]
 
 
 def run_pte(path: Path, csi: np.ndarray) -> list[np.ndarray]:

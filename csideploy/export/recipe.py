@@ -487,6 +487,12 @@ class FormatStep:
 FORMAT_STEPS: dict[str, FormatStep] = {}
 
 
+def encoder_precisions(config: ExportConfig) -> list[str]:
+    """The encoder precisions a format step writes: fp32, plus int8 (static) or dynamic."""
+    extra = {"static": ["int8"], "dynamic": ["dynamic"]}.get(config.int8 or "", [])
+    return ["fp32", *extra]
+
+
 def register_format(
     name: str, *, latency: Callable[[Path, Sequence[int], int], LatencyResult] | None = None
 ) -> Callable[[Callable[[ExportContext], list[ArtifactResult]]], Callable[..., Any]]:

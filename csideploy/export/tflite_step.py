@@ -24,7 +24,13 @@ from csideploy.export.numerics import (
     encoder_numerics,
 )
 from csideploy.export.onnx_export import TensorInfo
-from csideploy.export.recipe import ArtifactResult, ExportContext, float_gate, register_format
+from csideploy.export.recipe import (
+    ArtifactResult,
+    ExportContext,
+    encoder_precisions,
+    float_gate,
+    register_format,
+)
 from csideploy.export.tflite import TensorSpec, TfliteArtifact, export_tflite
 from csideploy.models.ue_graph import flat_codeword
 from csideploy.quantize.fidelity import check_fidelity
@@ -44,13 +50,7 @@ def _latency(path: Path, input_shape: Sequence[int], runs: int) -> LatencyResult
 @register_format("tflite", latency=_latency)
 def tflite_step(context: ExportContext) -> list[ArtifactResult]:
     """The fp32 TFLite encoder, and with `--int8` the static or dynamic INT8 one."""
-    artifacts = [_export(context, "fp32")]
-    mode = context.config.int8
-    if mode == "static":
-        artifacts.append(_export(context, "int8"))
-    elif mode == "dynamic":
-        artifacts.append(_export(context, "dynamic"))
-    return artifacts
+    return [_export(context, precision) for precision in encoder_precisions(context.config)]
 
 
 def _export(context: ExportContext, precision: str) -> ArtifactResult:
