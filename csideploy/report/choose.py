@@ -44,10 +44,12 @@ def choose(run: Run) -> Choice:
     ]
     smallest = min(row.bytes or 0 for row in band)
 
-    def rank(row: FileRow) -> tuple[int, bool, float, str]:
+    def rank(row: FileRow) -> tuple[int, bool, bool, float, str]:
+        # at the same size a float file wins: an INT8 file that is no smaller kept its
+        # layers in float (the layer plan) and adds nothing but a name
         size = 0 if (row.bytes or 0) <= SAME_SIZE * smallest else row.bytes or 0
         p50 = row.latency.p50_us if row.latency else float("inf")
-        return size, row.format != "tflite", p50, row.name
+        return size, row.format != "tflite", row.precision != "fp32", p50, row.name
 
     best = min(band, key=rank)
     return Choice(best.name, _reasons(best, qualified, fastest, failed))
