@@ -84,3 +84,21 @@ def test_a_malformed_index_names_what_is_wrong(tmp_path: Path) -> None:
     (tmp_path / "zoo.json").write_text(json.dumps(raw))
     with pytest.raises(CheckpointError, match="expected csideploy-zoo/1"):
         read_index(tmp_path / "zoo.json")
+
+
+def test_models_command_shows_the_shipped_weights_and_their_figures() -> None:
+    from click.testing import CliRunner
+
+    from csideploy.cli import main
+
+    result = CliRunner().invoke(main, ["models", "--model", "crnet", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = {row["cr"]: row for row in json.loads(result.output)}
+    entry = next(e for e in ENTRIES if (e.model, e.cr) == ("crnet", 64))
+    assert rows[64]["weights"] == "indoor"
+    assert rows[64]["nmse_builtin_db"] == entry.nmse_db("builtin")
+    assert rows[64]["nmse_cost2100_db"] == entry.nmse_db("cost2100")
+    assert rows[8]["weights"] is None and rows[8]["nmse_builtin_db"] is None
+    table = CliRunner().invoke(main, ["models", "--model", "crnet"]).output
+    builtin, cost2100 = entry.nmse_db("builtin"), entry.nmse_db("cost2100")
+    assert f"indoor ({builtin:+.2f} / {cost2100:+.2f} dB)" in table
