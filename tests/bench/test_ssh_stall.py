@@ -12,7 +12,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -68,18 +67,6 @@ def staller() -> Iterator[Staller]:
         for connection in state.connections:
             connection.close()
         server.close()
-
-
-@pytest.fixture()
-def private_tmp(tmp_path: Path) -> Iterator[Path]:
-    folder = tmp_path / "tmpdir"
-    folder.mkdir()
-    previous = tempfile.tempdir
-    tempfile.tempdir = str(folder)
-    try:
-        yield folder
-    finally:
-        tempfile.tempdir = previous
 
 
 def _closed_by_peer(connection: socket.socket, seconds: float = 20.0) -> bool:

@@ -8,8 +8,6 @@ import io
 import json
 import os
 import tarfile
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -21,19 +19,6 @@ from csideploy.bundle.tarball import pack_bundle
 from csideploy.bundle.verify import verify_bundle
 from csideploy.cli import main
 from csideploy.errors import BundleError
-
-
-@pytest.fixture()
-def private_tmp(tmp_path: Path) -> Iterator[Path]:
-    """A private temporary folder for verify's extraction, to see that nothing stays."""
-    folder = tmp_path / "tmpdir"
-    folder.mkdir()
-    previous = tempfile.tempdir
-    tempfile.tempdir = str(folder)
-    try:
-        yield folder
-    finally:
-        tempfile.tempdir = previous
 
 
 def _cli(*args: str) -> tuple[int, str, str]:
