@@ -83,6 +83,7 @@ def _zip_pickles(data: bytes, label: str) -> list[bytes]:
         raise
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, RuntimeError,
             ValueError, NotImplementedError) as error:  # fmt: skip
+        # zipfile raises NotImplementedError for a compression method it does not know
         raise CheckpointError(
             f"cannot read {label}: a truncated or corrupt zip archive ({_first_line(error)})"
         ) from None
