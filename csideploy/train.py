@@ -538,7 +538,7 @@ def _run_two_stages(
     progress: bool,
 ) -> tuple[TrainResult, Any]:
     """Train in place; the result's histories are those of stage 2 (the end-to-end model)."""
-    from csideploy.models.dualnet_mp import train_dualnet_mp
+    from csideploy.models.zoo.dualnet_mp import train_dualnet_mp
 
     device = resolve_device(config.device)
     home = next(model.parameters()).device

@@ -123,7 +123,7 @@ def test_evaluate_checkpoint_missing_data(model: torch.nn.Module, tmp_path: Path
 
 def test_dualnet_mp_is_evaluated_with_the_uplink_of_a_paired_file(tmp_path):
     from csideploy.calibration.paired import load_paired, write_paired_dataset
-    from csideploy.models.dualnet_mp import fit_magnitude_gain
+    from csideploy.models.zoo.dualnet_mp import fit_magnitude_gain
 
     torch.manual_seed(0)
     model = build("dualnet-mp", 16)

@@ -9,15 +9,10 @@ import importlib
 
 import click
 
-_MODULES = ("data", "infer", "train", "export", "tflite_cmds", "bench", "bundle")
+_MODULES = ("data", "infer", "train", "export", "bench", "bundle")
 
 
 def register_all(group: click.Group) -> None:
+    """Add every module's commands to `group` (a missing module is a packaging bug: it raises)."""
     for name in _MODULES:
-        try:
-            module = importlib.import_module(f"csideploy.commands.{name}")
-        except ModuleNotFoundError as error:
-            if error.name != f"csideploy.commands.{name}":
-                raise
-            continue
-        module.register(group)
+        importlib.import_module(f"csideploy.commands.{name}").register(group)

@@ -1,5 +1,6 @@
 """The zoo: `build(name, cr)`, `list_models()`, checkpoint loading and model figures."""
 
+from csideploy.models import zoo  # noqa: F401  (registers every family)
 from csideploy.models.checkpoint import (
     LoadedCheckpoint,
     default_checkpoint_path,

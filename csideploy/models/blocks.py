@@ -114,3 +114,14 @@ class Unflatten(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x.reshape(x.shape[0], *self.shape)
+
+
+class DelayBatchNorm(nn.Module):
+    """BatchNorm over the last axis (32 delay bins), as Keras' default axis=-1 did."""
+
+    def __init__(self, features: int = 32) -> None:
+        super().__init__()
+        self.bn = nn.BatchNorm2d(features, eps=1e-3, momentum=0.01)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn(x.transpose(1, 3)).transpose(1, 3)

@@ -17,7 +17,7 @@ the number in their name. Weight layouts, from Keras' layer code and docs:
   wants (out, in).
 - BatchNormalization: gamma, beta, moving_mean, moving_variance, one per feature of its axis;
   with the default axis=-1 on channels_first tensors that is the 32 delay columns, eps 1e-3,
-  as `csinet.DelayBatchNorm` is built.
+  as `blocks.DelayBatchNorm` is built.
 - CsiNet flattens with `Reshape((2048,))` on the channels_first (N, 2, 32, 32) tensor, which
   keeps the tensor's C order (channel, angle, delay), the order of torch's `flatten(1)`; no
   permutation of the Dense weights is needed.

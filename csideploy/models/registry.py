@@ -20,6 +20,7 @@ from csideploy.models.ue_graph import SideInput, UeGraph
 CSI_SHAPE = (2, 32, 32)
 CSI_SIZE = 2 * 32 * 32
 STANDARD_CRS = (4, 8, 16, 32, 64)
+LATENTS = ("fc", "conv")
 
 
 @dataclass(frozen=True)
@@ -69,12 +70,18 @@ class ModelEntry:
     """For integer codewords: the handset graph with integer outputs (see `models.ue_graph`)."""
     side_input: SideInput | None = None
     """An extra BS-decoder input besides the codeword (DualNet-MP: the uplink CSI)."""
+    latent: str = "fc"
+    """"fc" (the codeword comes out of a fully connected layer) or "conv" (a feature map)."""
+    conv_variant_of: str | None = None
+    """For a convolutional-latent ("-cl") variant: the FC model it replaces (`--latent conv`)."""
 
     def __post_init__(self) -> None:
         if not self.crs or any(cr <= 0 or CSI_SIZE % cr for cr in self.crs):
             raise ValueError(f"{self.name}: CRs must divide {CSI_SIZE}, got {self.crs}")
         if any(v not in ("encoder", "decoder") for v in self.flat_prefixes.values()):
             raise ValueError(f"{self.name}: flat_prefixes must map to 'encoder' or 'decoder'")
+        if self.latent not in LATENTS or (self.conv_variant_of and self.latent != "conv"):
+            raise ValueError(f"{self.name}: latent must be one of {LATENTS} ('conv' for a variant)")
 
     def codeword_length(self, cr: int) -> int:
         return CSI_SIZE // cr
@@ -115,6 +122,8 @@ def register_model(
     input_spec: InputSpec | None = None,
     ue_graph: Callable[[CsiAutoencoder], UeGraph | None] | None = None,
     side_input: SideInput | None = None,
+    conv_variant_of: str | None = None,
+    latent: str = "fc",
 ) -> Callable[[Callable[..., CsiAutoencoder]], Callable[..., CsiAutoencoder]]:
     """Register `builder(cr, **options) -> CsiAutoencoder` under `name`."""
 
@@ -132,6 +141,8 @@ def register_model(
             input_spec=input_spec or InputSpec(),
             ue_graph=ue_graph,
             side_input=side_input,
+            latent="conv" if conv_variant_of else latent,
+            conv_variant_of=conv_variant_of,
         )
         return builder
 
@@ -140,13 +151,11 @@ def register_model(
 
 def list_models() -> list[str]:
     """Names of every registered architecture, sorted."""
-    _load_families()
     return sorted(_REGISTRY)
 
 
 def get_entry(name: str) -> ModelEntry:
     """The registry entry for `name`, or an error listing the known names."""
-    _load_families()
     try:
         return _REGISTRY[name]
     except KeyError:
@@ -171,35 +180,31 @@ def build(name: str, cr: int = 4, **options: object) -> CsiAutoencoder:
     return model.eval()
 
 
-LATENTS = ("fc", "conv")
-CONV_LATENT_VARIANTS: Mapping[str, str] = {
-    "csinet": "csinet-cl",
-    "crnet": "crnet-cl",
-    "clnet": "clnet-cl",
-}
-"""Models with a fully connected latent -> their convolutional-latent ("-cl") variant."""
-CONV_LATENT_MODELS = (*CONV_LATENT_VARIANTS.values(), "cllwcsinet")
-"""Models whose codeword is already a convolutional feature map."""
+def conv_latent_variants() -> dict[str, str]:
+    """Models with a fully connected latent -> their registered convolutional-latent variant."""
+    return {e.conv_variant_of: e.name for e in _REGISTRY.values() if e.conv_variant_of}
 
 
 def resolve_model_name(name: str, latent: str = "fc") -> str:
     """The registry name of `name` with the given latent (`--model NAME --latent fc|conv`).
 
-    `fc` keeps the name as given; `conv` maps a model to its "-cl" variant (clnet ->
-    clnet-cl) and keeps a name whose latent is already convolutional. Any other model is an
-    error listing the models that have a convolutional latent.
+    `fc` keeps the name as given; `conv` maps a model to the variant registered with
+    `conv_variant_of=name` (clnet -> clnet-cl) and keeps a name whose latent is already
+    convolutional. Any other model is an error listing the models that have one.
     """
-    get_entry(name)
+    entry = get_entry(name)
     if latent not in LATENTS:
         raise UnknownModelError(f"latent must be one of {', '.join(LATENTS)}, got {latent!r}")
-    if latent == "fc" or name in CONV_LATENT_MODELS:
+    if latent == "fc" or entry.latent == "conv":
         return name
-    if name in CONV_LATENT_VARIANTS:
-        return CONV_LATENT_VARIANTS[name]
-    variants = ", ".join(f"{k} -> {v}" for k, v in CONV_LATENT_VARIANTS.items())
+    variants = conv_latent_variants()
+    if name in variants:
+        return variants[name]
+    pairs = ", ".join(f"{k} -> {v}" for k, v in sorted(variants.items()))
+    already = ", ".join(sorted(e.name for e in _REGISTRY.values() if e.latent == "conv"))
     raise UnknownModelError(
         f"model {name!r} has no convolutional-latent variant (--latent conv); models with one: "
-        f"{variants}; already convolutional: {', '.join(CONV_LATENT_MODELS)}"
+        f"{pairs}; already convolutional: {already}"
     )
 
 
@@ -210,7 +215,3 @@ def check_input(x: torch.Tensor, spec: InputSpec = InputSpec(), what: str = "csi
             f"{what}: expected shape (N, {', '.join(map(str, spec.shape))}), got {tuple(x.shape)}"
         )
 
-
-def _load_families() -> None:
-    """Import the family modules so that their decorators run (idempotent)."""
-    from csideploy.models import cllwcsinet, clnet, conv_latent, crnet, csinet, dualnet_mp, lora  # noqa: F401

@@ -34,8 +34,7 @@ from torch import fx, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.conv import _ConvNd
 
-from csideploy.models.blocks import ConvBN
-from csideploy.models.csinet import DelayBatchNorm
+from csideploy.models.blocks import ConvBN, DelayBatchNorm
 
 _BN_DIMS: dict[type[nn.Module], int] = {nn.BatchNorm1d: 1, nn.BatchNorm2d: 2, nn.BatchNorm3d: 3}
 _CONV_DIMS: dict[type[nn.Module], int] = {nn.Conv1d: 1, nn.Conv2d: 2, nn.Conv3d: 3}

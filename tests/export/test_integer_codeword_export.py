@@ -26,7 +26,7 @@ from csideploy.export.recipe import (
 )
 from csideploy.models import build
 from csideploy.models.checkpoint import save_checkpoint
-from csideploy.models.dualnet_mp import CircularConv2d, feedback_bits
+from csideploy.models.zoo.dualnet_mp import CircularConv2d, feedback_bits
 
 FAST = {"eval_samples": 32, "calib_samples": 32, "latency_runs": 0, "formats": ("onnx",)}
 

@@ -29,7 +29,7 @@ from csideploy.export.tflite import (
     inspect_tflite,
 )
 from csideploy.models import build, dualnet_mp, lora
-from csideploy.models.dualnet_mp import CircularConv2d
+from csideploy.models.zoo.dualnet_mp import CircularConv2d
 
 DUALNET_NAMES = ("magnitude", "phase", "sign")
 DUALNET_SPECS = (("int8", (1, 256)), ("int8", (1, 128)), ("uint8", (1, 256)))

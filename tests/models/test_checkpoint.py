@@ -112,7 +112,10 @@ def test_project_format_round_trips_and_loads_with_weights_only(tmp_path: Path) 
 
     raw = torch.load(out, map_location="cpu", weights_only=True)
     assert {k: raw[k] for k in ("format", "version", "model", "cr")} == {
-        "format": FORMAT, "version": 1, "model": "crnet", "cr": 16,
+        "format": FORMAT,
+        "version": 1,
+        "model": "crnet",
+        "cr": 16,
     }
     assert raw["metadata"] == {"epochs": 3, "tag": ["a"]}
 
@@ -249,8 +252,14 @@ def test_data_parallel_prefix_is_stripped(tmp_path: Path) -> None:
 def test_model_state_dict_key_and_bare_state_dicts(tmp_path: Path) -> None:
     model = randomized("cllwcsinet", 8, seed=3)
     cllw = tmp_path / "cllw.pth"
-    torch.save({"epoch": 3, "model_state_dict": flat_state("cllwcsinet", model),
-                "optimizer_state_dict": {}}, cllw)
+    torch.save(
+        {
+            "epoch": 3,
+            "model_state_dict": flat_state("cllwcsinet", model),
+            "optimizer_state_dict": {},
+        },
+        cllw,
+    )
     loaded = load_checkpoint(cllw, model="cllwcsinet")
     assert (loaded.cr, loaded.source_format) == (8, "trainer-dict")
     assert loaded.metadata["state_key"] == "model_state_dict"
@@ -333,8 +342,12 @@ def test_one_split_file_alone_says_which_file_is_missing(official: Path, tmp_pat
 def clnet_ablation_state() -> dict[str, torch.Tensor]:
     """The 2021-2022 public CLNet variant: Linear encoder_fc/decoder_fc, encoder2 2->16."""
     state = dict(build("clnet", 4).state_dict())
-    for key in ("encoder.replace_efc.weight", "encoder.replace_efc.bias",
-                "decoder.replace_dfc.weight", "decoder.replace_dfc.bias"):
+    for key in (
+        "encoder.replace_efc.weight",
+        "encoder.replace_efc.bias",
+        "decoder.replace_dfc.weight",
+        "decoder.replace_dfc.bias",
+    ):
         del state[key]
     state["encoder.encoder_fc.weight"] = torch.zeros(512, 2048)
     state["encoder.encoder_fc.bias"] = torch.zeros(512)
@@ -367,8 +380,11 @@ def test_key_mismatch_names_missing_unexpected_and_mis_shaped_keys(tmp_path: Pat
 def test_conflicting_cr_is_reported_with_the_codeword_layer(tmp_path: Path) -> None:
     out = tmp_path / "crnet16.pth"
     torch.save({"state_dict": flat_state("crnet", build("crnet", 16))}, out)
-    with pytest.raises(CheckpointError, match=r"--cr 4 conflicts with the checkpoint: "
-                       r"encoder\.encoder_fc\.weight has 128 outputs, i\.e\. CR 1/16"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"--cr 4 conflicts with the checkpoint: "
+        r"encoder\.encoder_fc\.weight has 128 outputs, i\.e\. CR 1/16",
+    ):
         load_checkpoint(out, model="crnet", cr=4)
     with pytest.raises(UnknownModelError, match="no CR 1/5"):
         load_checkpoint(out, model="crnet", cr=5)
@@ -400,8 +416,10 @@ def _attacks(marker: Path) -> dict[str, tuple[_Payload, str]]:
     code = f"open({str(marker)!r}, 'w').close()"
     return {
         "os.system": (_Payload(os.system, f"touch {marker}"), f"{os.system.__module__}.system"),
-        "subprocess": (_Payload(subprocess.check_call, ["touch", str(marker)]),
-                       "subprocess.check_call"),
+        "subprocess": (
+            _Payload(subprocess.check_call, ["touch", str(marker)]),
+            "subprocess.check_call",
+        ),
         "eval": (_Payload(eval, code), "builtins.eval"),
         "exec": (_Payload(exec, code), "builtins.exec"),
     }
@@ -449,9 +467,19 @@ def test_classification_of_globals() -> None:
     assert classify("utils.solver.Result") == "placeholder"
     assert classify("argparse.Namespace") == "placeholder"
     assert classify("numpy.core.multiarray.scalar") == "numpy"
-    for name in ("posix.system", "os.system", "builtins.getattr", "subprocess.Popen",
-                 "shutil.rmtree", "importlib.import_module", "utils.solver.run_shell",
-                 "torch.hub.load", "numpy.load", "webbrowser.open", "<unnamed global>"):
+    for name in (
+        "posix.system",
+        "os.system",
+        "builtins.getattr",
+        "subprocess.Popen",
+        "shutil.rmtree",
+        "importlib.import_module",
+        "utils.solver.run_shell",
+        "torch.hub.load",
+        "numpy.load",
+        "webbrowser.open",
+        "<unnamed global>",
+    ):
         assert classify(name) == "refused", name
 
 
@@ -472,8 +500,14 @@ def test_numpy_scalars_in_a_trainer_dict_load(tmp_path: Path) -> None:
     import numpy as np
 
     out = tmp_path / "np.pth"
-    torch.save({"state_dict": build("csinet", 64).state_dict(),
-                "best_nmse": np.float64(-7.5), "history": np.arange(3.0)}, out)
+    torch.save(
+        {
+            "state_dict": build("csinet", 64).state_dict(),
+            "best_nmse": np.float64(-7.5),
+            "history": np.arange(3.0),
+        },
+        out,
+    )
     loaded = load_checkpoint(out)
     assert loaded.metadata["best_nmse"] == -7.5 and loaded.metadata["history"] == [0, 1, 2]
 

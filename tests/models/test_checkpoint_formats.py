@@ -32,8 +32,9 @@ def _random_csinet(cr: int, seed: int = 0) -> torch.nn.Module:
     return model.eval()
 
 
-def write_keras_h5(path: Path, model: torch.nn.Module, *, whole_model: bool = False,
-                   first_index: int = 1) -> None:
+def write_keras_h5(
+    path: Path, model: torch.nn.Module, *, whole_model: bool = False, first_index: int = 1
+) -> None:
     """`model`'s weights in the layout Keras 2.0.9 writes for CsiNet."""
     state = {k: v.numpy() for k, v in model.state_dict().items()}
     layers: list[tuple[str, dict[str, np.ndarray]]] = []
@@ -42,13 +43,21 @@ def write_keras_h5(path: Path, model: torch.nn.Module, *, whole_model: bool = Fa
         weights = {"kernel": kernel, "bias": state[f"{key}.bias"]}
         layers.append((f"conv2d_{i + first_index}", weights))
     for i, key in enumerate(_BATCH_NORMS):
-        names = {"gamma": "weight", "beta": "bias", "moving_mean": "running_mean",
-                 "moving_variance": "running_var"}
+        names = {
+            "gamma": "weight",
+            "beta": "bias",
+            "moving_mean": "running_mean",
+            "moving_variance": "running_var",
+        }
         weights = {keras: state[f"{key}.{ours}"] for keras, ours in names.items()}
         layers.append((f"batch_normalization_{i + first_index}", weights))
     for i, key in enumerate(_DENSES):
-        layers.append((f"dense_{i + first_index}",
-                       {"kernel": state[f"{key}.weight"].T, "bias": state[f"{key}.bias"]}))
+        layers.append(
+            (
+                f"dense_{i + first_index}",
+                {"kernel": state[f"{key}.weight"].T, "bias": state[f"{key}.bias"]},
+            )
+        )
     with h5py.File(path, "w") as h5:
         root = h5.create_group("model_weights") if whole_model else h5
         root.attrs["layer_names"] = [name.encode() for name, _ in layers] + [b"input_1"]
@@ -95,8 +104,12 @@ def test_wrong_layouts_name_the_group_dataset_and_shape(tmp_path: Path) -> None:
         data = h5["conv2d_3/conv2d_3/kernel:0"][()]
         del h5["conv2d_3/conv2d_3/kernel:0"]
         h5["conv2d_3"].create_dataset("conv2d_3/kernel:0", data=data[:, :, :4, :])
-    with pytest.raises(CheckpointError, match=re.escape(
-            f"{path}: conv2d_3 gives decoder.refine1.body.2.conv.weight shape (16, 4, 3, 3)")):
+    with pytest.raises(
+        CheckpointError,
+        match=re.escape(
+            f"{path}: conv2d_3 gives decoder.refine1.body.2.conv.weight shape (16, 4, 3, 3)"
+        ),
+    ):
         load_checkpoint(path)
 
     with h5py.File(path, "a") as h5:
@@ -139,9 +152,15 @@ def test_the_cllwcsinet_authors_trainer_dict_loads(tmp_path: Path) -> None:
     optimizer.step()
     schedule = torch.optim.lr_scheduler.StepLR(optimizer, step_size=100)
     path = tmp_path / "cllwcsinet_cr8.pth"
-    torch.save({"model_state_dict": model.state_dict(), "epoch": 499,
-                "optimizer_state_dict": optimizer.state_dict(),
-                "lr_state_dict": schedule.state_dict()}, path)
+    torch.save(
+        {
+            "model_state_dict": model.state_dict(),
+            "epoch": 499,
+            "optimizer_state_dict": optimizer.state_dict(),
+            "lr_state_dict": schedule.state_dict(),
+        },
+        path,
+    )
     loaded = load_checkpoint(path)
     assert (loaded.name, loaded.cr, loaded.source_format) == ("cllwcsinet", 8, "trainer-dict")
     assert loaded.metadata["epoch"] == 499

@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from csideploy.models import build, get_entry
-from csideploy.models.cllwcsinet import CllwDecoder
 from csideploy.models.stats import count_params
+from csideploy.models.zoo.cllwcsinet import CllwDecoder
 
 PARAMS = {4: 70_268, 8: 66_756, 16: 42_608, 32: 32_382, 64: 27_731}
 ENCODER_PARAMS = {4: 29_158, 8: 23_758, 16: 20_810, 32: 19_504, 64: 18_893}
@@ -20,8 +20,9 @@ def _toy_csi(n: int, seed: int = 0) -> torch.Tensor:
     """Sparse angular-delay CSI in [0, 1] around 0.5: a few delay taps, smooth in angle."""
     g = torch.Generator().manual_seed(seed)
     delay = torch.exp(-torch.arange(32.0) / 3.0)
-    angle = torch.exp(-((torch.arange(32.0)[:, None] - torch.rand(n, 1, 1, generator=g) * 32) ** 2)
-                      / 8.0)
+    angle = torch.exp(
+        -((torch.arange(32.0)[:, None] - torch.rand(n, 1, 1, generator=g) * 32) ** 2) / 8.0
+    )
     re_im = torch.randn(n, 2, 1, 1, generator=g)
     h = re_im * angle[:, None] * delay
     return (0.5 + 0.2 * h / h.abs().amax(dim=(1, 2, 3), keepdim=True)).float()

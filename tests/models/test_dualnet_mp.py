@@ -16,7 +16,8 @@ from torch.nn import functional as F
 from csideploy.calibration.paired import generate_paired
 from csideploy.errors import ShapeError
 from csideploy.models import build
-from csideploy.models.dualnet_mp import (
+from csideploy.models.stats import count_params, figures
+from csideploy.models.zoo.dualnet_mp import (
     PAPER_PARAMS_CR8,
     CircularConv2d,
     DualNetMP,
@@ -32,7 +33,6 @@ from csideploy.models.dualnet_mp import (
     ue_graph,
     ul_magnitude,
 )
-from csideploy.models.stats import count_params, figures
 
 
 @pytest.fixture(scope="module")

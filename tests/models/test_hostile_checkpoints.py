@@ -42,21 +42,38 @@ REPO = Path(__file__).resolve().parents[2]
 _OBJECT_ARRAYS = {
     # ndarray((1,), dtype('O'), b'AAAAAAAA'): an array whose element is a wild pointer
     "ndarray-over-raw-bytes": (
-        op_global("numpy", "ndarray") + op_int(1) + b"\x85" + dtype_of("O")
-        + op_bytes(b"A" * 8) + b"\x87R",
+        op_global("numpy", "ndarray")
+        + op_int(1)
+        + b"\x85"
+        + dtype_of("O")
+        + op_bytes(b"A" * 8)
+        + b"\x87R",
         "numpy.ndarray(...) called directly by the pickle (an array over raw memory)",
     ),
     # the way numpy pickles arrays, with an object dtype and a list of objects
     "reconstruct-object-array": (
-        op_global("numpy.core.multiarray", "_reconstruct") + op_global("numpy", "ndarray")
-        + op_int(0) + b"\x85" + op_bytes(b"b") + b"\x87R"
-        + b"(" + op_int(1) + op_int(1) + b"\x85" + dtype_of("O") + b"\x89]" + op_int(7)
-        + b"at" + b"b",
+        op_global("numpy.core.multiarray", "_reconstruct")
+        + op_global("numpy", "ndarray")
+        + op_int(0)
+        + b"\x85"
+        + op_bytes(b"b")
+        + b"\x87R"
+        + b"("
+        + op_int(1)
+        + op_int(1)
+        + b"\x85"
+        + dtype_of("O")
+        + b"\x89]"
+        + op_int(7)
+        + b"at"
+        + b"b",
         "numpy dtype 'O' ('O' kind): only plain numbers load from a checkpoint, never objects "
         "or pointers",
     ),
     "object-scalar": (
-        op_global("numpy.core.multiarray", "scalar") + dtype_of("O") + op_bytes(b"A" * 8)
+        op_global("numpy.core.multiarray", "scalar")
+        + dtype_of("O")
+        + op_bytes(b"A" * 8)
         + b"\x86R",
         "numpy dtype 'O' ('O' kind): only plain numbers load from a checkpoint, never objects "
         "or pointers",
@@ -64,10 +81,25 @@ _OBJECT_ARRAYS = {
     # a record dtype whose BUILD state adds an object field
     "record-with-object-field": (
         op_global("numpy.core.multiarray", "scalar")
-        + dtype_of("V8", b"(" + op_int(3) + op_text("|") + b"N(" + op_text("a") + b"t}"
-                   + op_text("a") + dtype_of("O") + op_int(0) + b"\x86s" + op_int(8) + op_int(1)
-                   + op_int(63) + b"t")
-        + op_bytes(b"A" * 8) + b"\x86R",
+        + dtype_of(
+            "V8",
+            b"("
+            + op_int(3)
+            + op_text("|")
+            + b"N("
+            + op_text("a")
+            + b"t}"
+            + op_text("a")
+            + dtype_of("O")
+            + op_int(0)
+            + b"\x86s"
+            + op_int(8)
+            + op_int(1)
+            + op_int(63)
+            + b"t",
+        )
+        + op_bytes(b"A" * 8)
+        + b"\x86R",
         "numpy dtype 'V8' ('V' kind): only plain numbers load from a checkpoint, never objects "
         "or pointers",
     ),
@@ -108,7 +140,10 @@ def test_infer_on_a_pointer_array_checkpoint_is_one_error_line_in_a_real_process
     args = ["infer", "--model", "csinet", "--checkpoint", ckpt, "--input", x, "--output", out]
     done = subprocess.run(
         [sys.executable, "-c", code, *map(str, args)],
-        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
         env={**os.environ, "PYTHONPATH": str(REPO)},
     )
     assert done.returncode == 2, done.stderr  # 139 was the segmentation fault
@@ -136,12 +171,23 @@ def test_evaluate_and_export_refuse_it_too_and_write_nothing(tmp_path: Path, com
 
 def test_plain_numpy_arrays_and_scalars_still_load(tmp_path: Path) -> None:
     path = tmp_path / "np.pth"
-    torch.save({"state_dict": build("csinet", 64).state_dict(), "rho": np.float32(0.5),
-                "big_endian": np.arange(3, dtype=">i4"), "flags": np.array([True, False]),
-                "steps": np.int64(7)}, path)
+    torch.save(
+        {
+            "state_dict": build("csinet", 64).state_dict(),
+            "rho": np.float32(0.5),
+            "big_endian": np.arange(3, dtype=">i4"),
+            "flags": np.array([True, False]),
+            "steps": np.int64(7),
+        },
+        path,
+    )
     meta = load_checkpoint(path).metadata
     assert (meta["rho"], meta["big_endian"], meta["flags"], meta["steps"]) == (
-        0.5, [0, 1, 2], [True, False], 7)
+        0.5,
+        [0, 1, 2],
+        [True, False],
+        7,
+    )
 
 
 # --------------------------------------------------------------------------- bombs and depth
@@ -197,8 +243,12 @@ def test_a_zip_member_claiming_far_more_than_it_stores_is_refused(tmp_path: Path
         for info in src.infolist():
             dst.writestr(info, src.read(info))
         dst.writestr("archive/data/0", bytes(20 * 2**20), compress_type=zipfile.ZIP_DEFLATED)
-    with pytest.raises(CheckpointError, match=re.escape(
-            f"cannot read {path}: zip member archive/data/0 claims 20971520 bytes from ")):
+    with pytest.raises(
+        CheckpointError,
+        match=re.escape(
+            f"cannot read {path}: zip member archive/data/0 claims 20971520 bytes from "
+        ),
+    ):
         load_checkpoint(path)
 
 
@@ -231,8 +281,12 @@ class Jail:
 
     def __init__(self, cwd: Path) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-c", _WORKER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            text=True, cwd=cwd, env={**os.environ, "PYTHONPATH": str(REPO)},
+            [sys.executable, "-c", _WORKER],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=cwd,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
         )
 
     def load(self, path: Path) -> str:
@@ -277,8 +331,13 @@ def _as_authors_record(data: bytes) -> bytes:
 def _seeds() -> list[bytes]:
     """Real files to mutate: a trainer dict with an authors' record and numpy values, in both
     containers torch writes, and bare pickles."""
-    document = {"state_dict": build("csinet", 64).state_dict(), "best_nmse": Result(-9.0, 0.8, 10),
-                "rho": np.float64(0.5), "history": np.arange(3.0), "epoch": 3}
+    document = {
+        "state_dict": build("csinet", 64).state_dict(),
+        "best_nmse": Result(-9.0, 0.8, 10),
+        "rho": np.float64(0.5),
+        "history": np.arange(3.0),
+        "epoch": 3,
+    }
     out = []
     for zip_format in (True, False):
         buffer = io.BytesIO()
@@ -291,15 +350,51 @@ def _seeds() -> list[bytes]:
 
 _SEEDS = _seeds()
 _SNIPPETS = [
-    b"}", b"]", b")", b"(", b"t", b"\x85", b"\x86", b"\x87", b"l", b"d", b"a", b"e", b"s", b"u",
-    b"b", b"R", b"\x81", b"0", b"2", b"N", b"\x88", b"\x89", b"K\x01", b"J\xff\xff\xff\x7f",
-    b"q\x00", b"h\x00", b"q\x01", b"h\x01", op_text("O"), op_text("f8"), op_text("<"),
-    op_bytes(b"A" * 8), op_bytes(b"b"), dtype_of("O"), dtype_of("f8"), dtype_of("V8"),
-    op_global("numpy", "ndarray"), op_global("numpy", "dtype"),
+    b"}",
+    b"]",
+    b")",
+    b"(",
+    b"t",
+    b"\x85",
+    b"\x86",
+    b"\x87",
+    b"l",
+    b"d",
+    b"a",
+    b"e",
+    b"s",
+    b"u",
+    b"b",
+    b"R",
+    b"\x81",
+    b"0",
+    b"2",
+    b"N",
+    b"\x88",
+    b"\x89",
+    b"K\x01",
+    b"J\xff\xff\xff\x7f",
+    b"q\x00",
+    b"h\x00",
+    b"q\x01",
+    b"h\x01",
+    op_text("O"),
+    op_text("f8"),
+    op_text("<"),
+    op_bytes(b"A" * 8),
+    op_bytes(b"b"),
+    dtype_of("O"),
+    dtype_of("f8"),
+    dtype_of("V8"),
+    op_global("numpy", "ndarray"),
+    op_global("numpy", "dtype"),
     op_global("numpy.core.multiarray", "_reconstruct"),
-    op_global("numpy.core.multiarray", "scalar"), op_global("collections", "OrderedDict"),
-    op_global("torch._utils", "_rebuild_tensor_v2"), op_global("utils.solver", "Result"),
-    op_global("torch", "FloatStorage"), b"Q",
+    op_global("numpy.core.multiarray", "scalar"),
+    op_global("collections", "OrderedDict"),
+    op_global("torch._utils", "_rebuild_tensor_v2"),
+    op_global("utils.solver", "Result"),
+    op_global("torch", "FloatStorage"),
+    b"Q",
 ]
 
 
@@ -338,8 +433,12 @@ def _mutate(draw: st.DrawFn, data: bytes) -> bytes:
     return bytes(out)
 
 
-@settings(max_examples=300, deadline=None, database=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(
+    max_examples=300,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 @given(data=hostile_files())
 def test_fuzzed_checkpoints_only_ever_raise_the_projects_error(
     jail: Jail, tmp_path_factory: pytest.TempPathFactory, data: bytes
@@ -349,9 +448,7 @@ def test_fuzzed_checkpoints_only_ever_raise_the_projects_error(
     assert jail.load(path) in ("project-error", "loaded")
 
 
-def test_a_tuple_nested_a_million_deep_does_not_kill_the_loader(
-    jail: Jail, tmp_path: Path
-) -> None:
+def test_a_tuple_nested_a_million_deep_does_not_kill_the_loader(jail: Jail, tmp_path: Path) -> None:
     # hashing such a dict key overflows the C stack: a segmentation fault before the bound
     path = tmp_path / "tuple.pth"
     path.write_bytes(b"\x80\x02}" + b")" + b"\x85" * 1_000_000 + op_int(1) + b"s.")

@@ -13,14 +13,14 @@ from model_test_helpers import onnx_run
 
 from csideploy.calibration.synthetic import generate
 from csideploy.models import build, get_entry
-from csideploy.models.lora import (
+from csideploy.models.stats import count_params, figures
+from csideploy.models.zoo.lora import (
     TABLE_IV,
     LoraConfig,
     quantization_spec,
     table_iv_counts,
     ue_encoder,
 )
-from csideploy.models.stats import count_params, figures
 
 NT_NC = 1024
 

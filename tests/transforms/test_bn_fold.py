@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from csideploy.models import build, get_entry, list_models
-from csideploy.models.csinet import DelayBatchNorm
+from csideploy.models.blocks import DelayBatchNorm
 from csideploy.transforms import DelayAffine, fold_batchnorm, fold_batchnorm_report
 
 

@@ -199,6 +199,7 @@ class CllwDecoder(nn.Module):
 
 @register_model(
     "cllwcsinet",
+    latent="conv",
     summary="CLLWCsiNet: FC-free conv latent codeword (C x 1 x 32), denoising decoder",
     codeword_key="encoder.encoder_compression.conv_3.conv.weight",
     flat_prefixes={

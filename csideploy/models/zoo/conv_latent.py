@@ -47,14 +47,14 @@ import torch
 from torch import nn
 
 from csideploy.models.blocks import ConvBN, CRBlock, EncoderHead, HardSigmoid, leaky
-from csideploy.models.cllwcsinet import BiasedConvBN
-from csideploy.models.clnet import SpatialGate
 from csideploy.models.registry import (
     CSI_SHAPE,
     CsiAutoencoder,
     PublishedFigures,
     register_model,
 )
+from csideploy.models.zoo.cllwcsinet import BiasedConvBN
+from csideploy.models.zoo.clnet import SpatialGate
 
 LATENT_VIEW = (64, 1, 32)
 CL_CRS = (4, 8, 16, 32, 64)
@@ -153,6 +153,7 @@ class CsiNetCLDecoder(nn.Module):
 
 @register_model(
     "csinet-cl",
+    conv_variant_of="csinet",
     summary="CsiNet with a convolutional latent space (no FC), channel BatchNorm",
     codeword_key="encoder.encoder_latent.latent.conv.weight",
     crs=CL_CRS,
@@ -206,6 +207,7 @@ class CRFeatureDecoder(nn.Module):
 
 @register_model(
     "crnet-cl",
+    conv_variant_of="crnet",
     summary="CRNet with a convolutional latent space (no FC)",
     codeword_key="encoder.encoder_latent.latent.conv.weight",
     crs=CL_CRS,
@@ -262,6 +264,7 @@ class CLNetCLEncoder(nn.Module):
 
 @register_model(
     "clnet-cl",
+    conv_variant_of="clnet",
     summary="CLNet with a convolutional latent space (no FC), 1x1-conv squeeze-excitation",
     codeword_key="encoder.encoder_latent.latent.conv.weight",
     crs=CL_CRS,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from csideploy.models.blocks import Unflatten, leaky
+from csideploy.models.blocks import DelayBatchNorm, Unflatten, leaky
 from csideploy.models.registry import (
     CSI_SHAPE,
     CSI_SIZE,
@@ -27,17 +27,6 @@ _NMSE = {
     32: (-6.24, -2.81),
     64: (-5.84, -1.93),
 }
-
-
-class DelayBatchNorm(nn.Module):
-    """BatchNorm over the last axis (32 delay bins), as Keras' default axis=-1 did."""
-
-    def __init__(self, features: int = 32) -> None:
-        super().__init__()
-        self.bn = nn.BatchNorm2d(features, eps=1e-3, momentum=0.01)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.bn(x.transpose(1, 3)).transpose(1, 3)
 
 
 class ConvDelayBN(nn.Sequential):
