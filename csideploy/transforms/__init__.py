@@ -23,13 +23,15 @@ from csideploy.transforms.bn_fold import (
 )
 from csideploy.transforms.hard_sigmoid import (
     SCOPES,
-    HardSigmoidResult,
     Replacement,
     SubstitutionReport,
     find_sigmoids,
+    replace_sigmoid,
+)
+from csideploy.transforms.hard_sigmoid_study import (
+    HardSigmoidResult,
     hard_sigmoid_study,
     model_nmse_db,
-    replace_sigmoid,
 )
 from csideploy.transforms.linearize import (
     LinearizeReport,
