@@ -144,7 +144,8 @@ def evaluate_checkpoint(
     both are present). `cr` may be left out when the checkpoint reveals it. rho is computed
     from `hf` (an `HF_all` file), or from the `DATA_HtestF*_all.mat` beside the test file.
     """
-    from csideploy.calibration.io import load_csi, load_csi_freq, resolve_data
+    from csideploy.calibration.io import load_csi, load_csi_freq
+    from csideploy.calibration.layout import resolve_data
     from csideploy.models.checkpoint import load_checkpoint
     from csideploy.models.registry import get_entry
 
@@ -216,7 +217,7 @@ def _describe(convention: str) -> str:
 
 def _sibling_hf(test_file: Path) -> Path | None:
     """`DATA_HtestF{in,out}_all.mat` beside a `DATA_Htest{in,out}` file, if present."""
-    from csideploy.calibration.io import split_filename
+    from csideploy.calibration.layout import split_filename
 
     for scenario in ("indoor", "outdoor"):
         if test_file.name == split_filename("test", scenario, test_file.suffix):
@@ -238,7 +239,8 @@ def snr_sweep_checkpoint(
 ) -> list[dict[str, float]]:
     """NMSE with AWGN on the codeword at each SNR (dB, per-sample codeword power): the data
     for a noise-robustness figure. Noise is added between encoder and decoder, seeded."""
-    from csideploy.calibration.io import load_csi, resolve_data
+    from csideploy.calibration.io import load_csi
+    from csideploy.calibration.layout import resolve_data
     from csideploy.models.checkpoint import load_checkpoint
     from csideploy.models.noise import evaluate_with_snr
 

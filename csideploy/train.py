@@ -845,7 +845,7 @@ def _resolve_train_val(
 ) -> tuple[Path, Path]:
     """(train file, validation file) from a dataset directory or an explicit pair."""
     if isinstance(data, (str, os.PathLike)):
-        from csideploy.calibration.io import resolve_split
+        from csideploy.calibration.layout import resolve_split
 
         root = Path(data)
         if not root.is_dir():

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from csideploy import metrics
-from csideploy.calibration.io import save_csi_freq_mat, save_csi_mat
+from csideploy.calibration.mat_write import save_csi_freq_mat, save_csi_mat
 from csideploy.calibration.synthetic import generate
 from csideploy.errors import CsiDeployError, DataError, ShapeError
 from csideploy.evaluate import evaluate, evaluate_checkpoint, reconstruct

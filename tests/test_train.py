@@ -15,7 +15,7 @@ import torch
 from click.testing import CliRunner
 from torch import nn
 
-from csideploy.calibration.io import save_csi_mat
+from csideploy.calibration.mat_write import save_csi_mat
 from csideploy.calibration.synthetic import generate
 from csideploy.cli import main
 from csideploy.errors import CheckpointError, CsiDeployError, DataError, ShapeError

@@ -241,7 +241,7 @@ def write_cost2100_dataset(
     import json
 
     from csideploy.calibration.dataset_writer import _split_counts, dataset_bytes
-    from csideploy.calibration.io import split_filename
+    from csideploy.calibration.layout import split_filename
     from csideploy.calibration.output_guard import (
         check_disk_space,
         move_into_place,

@@ -50,7 +50,7 @@ def write_synthetic_dataset(
     seeds (disjoint, from `split_seeds`). Default fractions match COST2100's 100k/30k/20k.
     Files are written into a staging directory and moved into place.
     """
-    from csideploy.calibration.io import split_filename
+    from csideploy.calibration.layout import split_filename
 
     cfg = synthetic._config(scenario)
     if cfg.name not in ("indoor", "outdoor"):

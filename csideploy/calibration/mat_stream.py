@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from csideploy.calibration.mat_write import chmod_default
 from csideploy.errors import DataError, ShapeError
 
 _MAX_ELEMENT_BYTES = 2**32 - 1
@@ -170,7 +171,7 @@ class MatStreamWriter(AbortsOnError):
             os.fsync(self._fd)
             os.close(self._fd)
             self._fd = -1
-            _chmod_default(str(self._tmp))
+            chmod_default(str(self._tmp))
             os.replace(self._tmp, self.path)
         except BaseException:
             self.abort()
@@ -210,12 +211,6 @@ def _data_tag(var: _Variable) -> bytes:
 def _header() -> bytes:
     text = (f"MATLAB 5.0 MAT-file, Platform: csideploy, Created on: {time.asctime()}").encode()
     return text[:116].ljust(116, b" ") + b"\0" * 8 + struct.pack("<H", 0x0100) + b"IM"
-
-
-def _chmod_default(path: str) -> None:
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
 
 
 def planned_bytes(variables: Mapping[str, tuple[int, int, Any]]) -> int:

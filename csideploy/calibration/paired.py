@@ -216,7 +216,7 @@ def write_paired_dataset(
     `paired_dataset.json`. Memory is bounded by one chunk (see `MatStreamWriter`).
     """
     from csideploy.calibration import synthetic as syn
-    from csideploy.calibration.io import split_filename
+    from csideploy.calibration.layout import split_filename
 
     cfg = syn._config(scenario)
     counts = split_counts(n, val_fraction, test_fraction)

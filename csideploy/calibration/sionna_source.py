@@ -436,7 +436,7 @@ def write_sionna_dataset(
     Files are staged in a temporary directory beside `out_dir` and moved into place.
     Raises MissingDependencyError without the `sionna` extra.
     """
-    from csideploy.calibration.io import split_filename
+    from csideploy.calibration.layout import split_filename
     from csideploy.calibration.synthetic import split_seeds
 
     config = SionnaConfig(

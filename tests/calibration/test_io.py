@@ -10,16 +10,9 @@ import numpy as np
 import pytest
 import scipy.io
 
-from csideploy.calibration.io import (
-    find_split,
-    load_csi,
-    load_csi_freq,
-    resolve_data,
-    resolve_split,
-    save_csi_freq_mat,
-    save_csi_mat,
-    split_filename,
-)
+from csideploy.calibration.io import load_csi, load_csi_freq
+from csideploy.calibration.layout import find_split, resolve_data, resolve_split, split_filename
+from csideploy.calibration.mat_write import save_csi_freq_mat, save_csi_mat
 from csideploy.errors import DataError, ShapeError
 
 

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import scipy.io
 
-from csideploy.calibration.io import load_csi, load_csi_freq, save_csi_mat
+from csideploy.calibration.io import load_csi, load_csi_freq
+from csideploy.calibration.mat_write import save_csi_mat
 from csideploy.calibration.paired import (
     UL_VARIABLE,
     MatStreamWriter,

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from click.testing import CliRunner
 
-from csideploy.calibration.io import save_csi_mat
+from csideploy.calibration.mat_write import save_csi_mat
 from csideploy.calibration.synthetic import generate
 from csideploy.cli import main
 from csideploy.models import build
