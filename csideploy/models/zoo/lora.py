@@ -1,4 +1,4 @@
-"""LORA (learnable optimization and regularization algorithm; seed `lora.txt`).
+"""LORA (learnable optimization and regularization algorithm), a model-driven CSI-feedback network.
 
 Encoder (UE): one learnable measurement matrix A (M x 2NtNc), a Linear layer without bias:
 `v = A x` (eq. 16) with x the vectorised CSI, then optionally a learned quantizer (LSQ or

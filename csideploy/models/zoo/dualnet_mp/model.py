@@ -1,5 +1,5 @@
 """DualNet-MP (Lin, Liu, Lee, Ding, "Deep learning phase compression for MIMO CSI feedback by
-exploiting FDD channel reciprocity"; seed `dualnet_mp.txt`).
+exploiting FDD channel reciprocity").
 
 The DL CSI H (32 x 32 complex, angular-delay) is split into magnitude |H|, cosine matrix
 Cos = cos(angle H) and sign matrix A = sign(sin(angle H)) (eq. 7); (Cos, A) determine the
