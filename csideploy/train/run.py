@@ -1,0 +1,110 @@
+"""`train`: data -> model -> recipe -> checkpoint.
+
+A fresh model gets the papers' initialisation (`init_weights`), seeded by the config; the
+checkpoint's metadata records the config, data, validation NMSE and timing.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from csideploy.errors import DataError
+from csideploy.models.registry import CsiAutoencoder
+from csideploy.train.config import PAIRED_MODELS, TrainConfig, TrainResult
+from csideploy.train.loop import fit
+from csideploy.train.options import initial_model
+from csideploy.train.paired import check_paired_run, train_paired
+from csideploy.train.resume import resume_path
+from csideploy.train.run_info import describe_data, run_metadata, with_checkpoint
+
+
+def train(
+    model_name: str,
+    cr: int,
+    data: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    config: TrainConfig,
+    *,
+    out_path: str | os.PathLike[str],
+    resume: bool = False,
+    progress: bool = True,
+    init_from: CsiAutoencoder | None = None,
+    scenario: str | None = None,
+    options: Mapping[str, Any] | None = None,
+) -> TrainResult:
+    """Train `model_name` at CR 1/`cr` and write the best-validation model to `out_path`.
+
+    `data` is a directory holding `DATA_Htrain*.mat` and `DATA_Hval*.mat` (`scenario`
+    picks `in` or `out` when both are present) or the two files `(train, val)`. A fresh model
+    gets `init_weights`; `init_from` starts from a copy of an existing model instead.
+    `options` are build options of the model (e.g. LORA's `quantizer`, `bits`), checked
+    against its builder and kept in the checkpoint. DualNet-MP (`PAIRED_MODELS`) runs its
+    two-stage recipe on paired files. The project checkpoint's metadata records the config,
+    data, validation NMSE and timing.
+    """
+    from csideploy.models.checkpoint import save_checkpoint
+
+    out = Path(out_path)
+    if out.is_dir():
+        raise DataError(f"output path {out} is a directory; give a checkpoint file name")
+    if model_name in PAIRED_MODELS:
+        check_paired_run(model_name, config, resume)
+    train_file, val_file = _resolve_train_val(data, scenario)
+    if model_name in PAIRED_MODELS:
+        return train_paired(
+            model_name,
+            cr,
+            (train_file, val_file),
+            config,
+            out=out,
+            progress=progress,
+            init_from=init_from,
+            options=options,
+        )
+    train_x = _load(train_file)
+    val_x = _load(val_file)
+    model = initial_model(model_name, cr, config, options, init_from)
+    result = fit(
+        model,
+        train_x,
+        val_x,
+        config,
+        progress=progress,
+        state_path=resume_path(out),
+        resume=resume,
+    )
+    data_info = describe_data(train_file, len(train_x), val_file, len(val_x))
+    metadata = run_metadata(result, config, data_info, init_from)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(out, result.model, metadata=metadata)
+    return with_checkpoint(result, out)
+
+
+def _resolve_train_val(
+    data: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], scenario: str | None
+) -> tuple[Path, Path]:
+    """(train file, validation file) from a dataset directory or an explicit pair."""
+    if isinstance(data, (str, os.PathLike)):
+        from csideploy.calibration.io import resolve_split
+
+        root = Path(data)
+        if not root.is_dir():
+            raise DataError(f"data directory not found: {root}")
+        return resolve_split(root, "train", scenario), resolve_split(root, "val", scenario)
+    files = [Path(p) for p in data]
+    if len(files) != 2:
+        raise DataError(f"give a data directory or exactly two files (train, val), got {files}")
+    for f in files:
+        if not f.is_file():
+            raise DataError(f"data file not found: {f}")
+    return files[0], files[1]
+
+
+def _load(path: Path) -> np.ndarray:
+    from csideploy.calibration.io import load_csi
+
+    return load_csi(path)
