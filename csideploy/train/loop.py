@@ -22,14 +22,10 @@ from torch import nn
 from csideploy.errors import CheckpointError, CsiDeployError, DataError, ShapeError
 from csideploy.models.noise import training_noise
 from csideploy.models.registry import CSI_SHAPE, CsiAutoencoder
-from csideploy.train.config import (
-    NMSE_CONVENTION,
-    LrSchedule,
-    TrainConfig,
-    TrainResult,
-    resolve_device,
-)
+from csideploy.train import distributed
+from csideploy.train.config import NMSE_CONVENTION, LrSchedule, TrainConfig, TrainResult
 from csideploy.train.resume import RunState, load_state, save_state
+from csideploy.train.sync_norm import swap_norms
 
 
 def fit(
@@ -67,11 +63,15 @@ def _fit(
 ) -> TrainResult:
     train_t = _as_csi_tensor(train_x, "training data")
     val_t = _as_csi_tensor(val_x, "validation data")
-    device = resolve_device(config.device)
+    device = distributed.device_for(config)
     home = next(model.parameters()).device
     model.to(device)
     train_t = train_t.to(device)
     val_t = val_t.to(device)
+    size, rank = distributed.world()
+    if size > 1:
+        distributed.check_split(len(train_t), config.batch_size, size)
+        distributed.refuse_data_dependent_init(model)
 
     steps_per_epoch = math.ceil(len(train_t) / config.batch_size)
     schedule = LrSchedule.from_config(config, steps_per_epoch)
@@ -84,37 +84,28 @@ def _fit(
         run = load_state(Path(state_path), model, optimizer, generator)
     start_epoch = run.epoch
     started = time.perf_counter() - run.seconds
-
-    for epoch in range(start_epoch, config.epochs):
-        if _budget_spent(config, time.perf_counter() - started):
-            break
-        model.train()
-        order = torch.randperm(len(train_t), generator=generator).to(device)
-        bar = progress_bar(steps_per_epoch, epoch, config.epochs, progress)
-        total_loss = 0.0
-        for i in range(steps_per_epoch):
-            batch = train_t[order[i * config.batch_size : (i + 1) * config.batch_size]]
-            lr = schedule(run.step)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            optimizer.zero_grad(set_to_none=True)
-            loss = nn.functional.mse_loss(model(batch), batch)
-            loss.backward()
-            optimizer.step()
-            run.step += 1
-            total_loss += loss.item() * len(batch)
+    restore = swap_norms(model) if size > 1 else None
+    net = distributed.wrap(model, device) if size > 1 else model
+    try:
+        for epoch in range(start_epoch, config.epochs):
+            if _budget_spent(config, time.perf_counter() - started, device):
+                break
+            order = torch.randperm(len(train_t), generator=generator).to(device)
+            if size > 1:
+                distributed.seed_noise(config.seed, epoch)
+            bar = progress_bar(steps_per_epoch, epoch, config.epochs, progress and rank == 0)
+            epoch_loss = _train_epoch(net, train_t, order, optimizer, schedule, run, config, bar)
+            val_db = _shared_val_nmse_db(model, val_t, config.eval_batch_size, device)
+            run.record(epoch + 1, epoch_loss, val_db, model)
+            run.seconds = time.perf_counter() - started
             if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss.item():.3e}", lr=f"{lr:.2e}")
-        epoch_loss = total_loss / len(train_t)
-        val_db = val_nmse_db(model, val_t, config.eval_batch_size)
-        run.record(epoch + 1, epoch_loss, val_db, model)
-        run.seconds = time.perf_counter() - started
-        if bar is not None:
-            bar.set_postfix(loss=f"{epoch_loss:.3e}", val_nmse=f"{val_db:.2f} dB")
-            bar.close()
-        if state_path is not None:
-            save_state(Path(state_path), model, optimizer, generator, run, config)
+                bar.set_postfix(loss=f"{epoch_loss:.3e}", val_nmse=f"{val_db:.2f} dB")
+                bar.close()
+            if state_path is not None and rank == 0:
+                save_state(Path(state_path), model, optimizer, generator, run, config)
+    finally:
+        if restore is not None:
+            restore()
 
     if run.best_state is None:
         raise CsiDeployError(
@@ -124,8 +115,64 @@ def _fit(
     return run.best_result(model, home, resumed_from_epoch=start_epoch)
 
 
-def _budget_spent(config: TrainConfig, seconds: float) -> bool:
-    return config.max_minutes is not None and seconds >= 60 * config.max_minutes
+def _train_epoch(
+    net: nn.Module,
+    train_t: torch.Tensor,
+    order: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    schedule: LrSchedule,
+    run: RunState,
+    config: TrainConfig,
+    bar: Any,
+) -> float:
+    """One pass over `order` in global batches; the mean training MSE over all samples.
+
+    Under a process group each rank trains on its share of every global batch, its loss
+    weighted so that the averaged gradient is that of the global batch's mean loss.
+    """
+    net.train()
+    size = distributed.world()[0]
+    total_loss = 0.0
+    for i in range(math.ceil(len(train_t) / config.batch_size)):
+        index = order[i * config.batch_size : (i + 1) * config.batch_size]
+        weight = 1.0
+        if size > 1:
+            index, weight = distributed.rank_part(index)
+        batch = train_t[index]
+        lr = schedule(run.step)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        optimizer.zero_grad(set_to_none=True)
+        loss = nn.functional.mse_loss(net(batch), batch)
+        (loss * weight if weight != 1.0 else loss).backward()
+        optimizer.step()
+        run.step += 1
+        total_loss += loss.item() * len(batch)
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.3e}", lr=f"{lr:.2e}")
+    if size > 1:
+        total_loss = distributed.total(total_loss, train_t.device)
+    return total_loss / len(train_t)
+
+
+def _shared_val_nmse_db(
+    model: nn.Module, val_t: torch.Tensor, batch_size: int, device: torch.device
+) -> float:
+    """Validation NMSE of the (unwrapped) model: computed by rank 0, the same on every rank."""
+    size, rank = distributed.world()
+    if size == 1:
+        return val_nmse_db(model, val_t, batch_size)
+    value = val_nmse_db(model, val_t, batch_size) if rank == 0 else math.nan
+    return distributed.from_main(value, device)
+
+
+def _budget_spent(config: TrainConfig, seconds: float, device: torch.device) -> bool:
+    """Whether the time budget is spent: rank 0's clock decides for every rank."""
+    spent = config.max_minutes is not None and seconds >= 60 * config.max_minutes
+    if distributed.world()[0] == 1:
+        return spent
+    return bool(distributed.from_main(float(spent), device))
 
 
 def finetune(

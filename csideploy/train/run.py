@@ -13,8 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from csideploy.errors import DataError
+from csideploy.errors import DataError, DistributedError
 from csideploy.models.registry import CsiAutoencoder
+from csideploy.train import distributed
 from csideploy.train.config import PAIRED_MODELS, TrainConfig, TrainResult
 from csideploy.train.loop import fit
 from csideploy.train.options import initial_model
@@ -46,13 +47,16 @@ def train(
     two-stage recipe on paired files. The project checkpoint's metadata records the config,
     data, validation NMSE and timing.
     """
-    from csideploy.models.checkpoint import save_checkpoint
-
     out = Path(out_path)
     if out.is_dir():
         raise DataError(f"output path {out} is a directory; give a checkpoint file name")
+    launch = distributed.launch_from_env(config)
     if model_name in PAIRED_MODELS:
         check_paired_run(model_name, config, resume)
+        if launch.distributed:
+            raise DistributedError(
+                f"{model_name}'s two-stage recipe runs in one process; start it without torchrun"
+            )
     train_file, val_file = _resolve_train_val(data, scenario)
     if model_name in PAIRED_MODELS:
         return train_paired(
@@ -65,8 +69,38 @@ def train(
             init_from=init_from,
             options=options,
         )
-    train_x = _load(train_file)
-    val_x = _load(val_file)
+    with distributed.process_group(launch):
+        return _train_single(
+            model_name,
+            cr,
+            (train_file, val_file),
+            config,
+            out=out,
+            resume=resume,
+            progress=progress,
+            init_from=init_from,
+            options=options,
+        )
+
+
+def _train_single(
+    model_name: str,
+    cr: int,
+    files: tuple[Path, Path],
+    config: TrainConfig,
+    *,
+    out: Path,
+    resume: bool,
+    progress: bool,
+    init_from: CsiAutoencoder | None,
+    options: Mapping[str, Any] | None,
+) -> TrainResult:
+    """`fit` on the loaded files, then the checkpoint; in a process group every rank trains
+    and rank 0 alone writes (the resume state and the checkpoint)."""
+    from csideploy.models.checkpoint import save_checkpoint
+
+    train_x = _load(files[0])
+    val_x = _load(files[1])
     model = initial_model(model_name, cr, config, options, init_from)
     result = fit(
         model,
@@ -77,10 +111,14 @@ def train(
         state_path=resume_path(out),
         resume=resume,
     )
-    data_info = describe_data(train_file, len(train_x), val_file, len(val_x))
+    data_info = describe_data(files[0], len(train_x), files[1], len(val_x))
     metadata = run_metadata(result, config, data_info, init_from)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(out, result.model, metadata=metadata)
+    size, rank = distributed.world()
+    if size > 1:
+        metadata["distributed"] = distributed.describe_world(config)
+    if rank == 0:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        save_checkpoint(out, result.model, metadata=metadata)
     return with_checkpoint(result, out)
 
 
