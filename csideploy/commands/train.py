@@ -142,7 +142,7 @@ def train_command(
     launch = launch_from_env(config)
     if launch.distributed and launch.is_main and not as_json:
         click.echo(launch.describe(config))
-    with console.captured("train", own_stderr=True):
+    with console.captured("train", own_stderr=True, keep=launch.is_main):
         result = train(
             name,
             cr,
