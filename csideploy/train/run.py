@@ -57,30 +57,12 @@ def train(
             raise DistributedError(
                 f"{model_name}'s two-stage recipe runs in one process; start it without torchrun"
             )
-    train_file, val_file = _resolve_train_val(data, scenario)
+    files = _resolve_train_val(data, scenario)
+    common = {"out": out, "progress": progress, "init_from": init_from, "options": options}
     if model_name in PAIRED_MODELS:
-        return train_paired(
-            model_name,
-            cr,
-            (train_file, val_file),
-            config,
-            out=out,
-            progress=progress,
-            init_from=init_from,
-            options=options,
-        )
+        return train_paired(model_name, cr, files, config, **common)
     with distributed.process_group(launch):
-        return _train_single(
-            model_name,
-            cr,
-            (train_file, val_file),
-            config,
-            out=out,
-            resume=resume,
-            progress=progress,
-            init_from=init_from,
-            options=options,
-        )
+        return _train_single(model_name, cr, files, config, resume=resume, **common)
 
 
 def _train_single(
