@@ -76,6 +76,11 @@ def launch_from_env(config: TrainConfig, env: Mapping[str, str] | None = None) -
     rank, local_rank = _env_int(env, "RANK", None), _env_int(env, "LOCAL_RANK", 0)
     if not 0 <= rank < world:
         raise DistributedError(f"RANK={rank} is outside 0..{world - 1} (WORLD_SIZE={world})")
+    missing = [key for key in ("MASTER_ADDR", "MASTER_PORT") if not env.get(key)]
+    if missing:
+        raise DistributedError(
+            f"WORLD_SIZE is set but {' and '.join(missing)} not; start with torchrun"
+        )
     check_split(0, config.batch_size, world)
     backend = "nccl" if resolve_device(config.device).type == "cuda" else "gloo"
     return Launch(world, rank, local_rank, backend, config.batch_size)
@@ -105,7 +110,11 @@ def process_group(launch: Launch) -> Iterator[None]:
         return
     if launch.backend == "nccl":
         torch.cuda.set_device(launch.local_rank)
-    dist.init_process_group(launch.backend, rank=launch.rank, world_size=launch.world_size)
+    try:
+        dist.init_process_group(launch.backend, rank=launch.rank, world_size=launch.world_size)
+    except (RuntimeError, ValueError) as error:
+        where = f"{os.environ.get('MASTER_ADDR')}:{os.environ.get('MASTER_PORT')}"
+        raise DistributedError(f"cannot join the process group at {where}: {error}") from None
     try:
         yield
     finally:

@@ -100,6 +100,7 @@ def single(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_two_processes_train_the_single_process_model(
     data: Path, single: Path, tmp_path: Path
 ) -> None:
@@ -154,6 +155,7 @@ def two_nodes(data: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Pat
     return out.parent, [stdout for _, stdout, _ in finished]
 
 
+@pytest.mark.slow
 def test_two_nodes_complete_and_write_one_checkpoint(two_nodes: tuple[Path, list[str]]) -> None:
     folder, outputs = two_nodes
     assert sorted(p.name for p in folder.iterdir()) == ["m.pt", "m.pt.resume"]
@@ -164,6 +166,7 @@ def test_two_nodes_complete_and_write_one_checkpoint(two_nodes: tuple[Path, list
     assert torch.load(folder / "m.pt", weights_only=True)["metadata"]["epochs"] == 1
 
 
+@pytest.mark.slow
 def test_resumed_distributed_run_matches_one_uninterrupted_process(
     two_nodes: tuple[Path, list[str]], data: Path, single: Path, tmp_path: Path
 ) -> None:
@@ -205,7 +208,8 @@ def test_global_batch_that_does_not_split_is_refused(data: Path, tmp_path: Path)
 
 def test_torchrun_variables_are_checked() -> None:
     config = TrainConfig(batch_size=16, device="cpu")
-    launch = launch_from_env(config, {"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1"})
+    master = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"}
+    launch = launch_from_env(config, {"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1", **master})
     assert (launch.world_size, launch.rank, launch.backend, launch.per_rank_batch) == (
         2,
         1,
@@ -218,6 +222,10 @@ def test_torchrun_variables_are_checked() -> None:
         "two": ({"WORLD_SIZE": "two"}, "WORLD_SIZE='two' is not an integer"),
         "no rank": ({"WORLD_SIZE": "2"}, "WORLD_SIZE is set but RANK is not; start with torchrun"),
         "rank": ({"WORLD_SIZE": "2", "RANK": "2"}, "RANK=2 is outside 0..1 (WORLD_SIZE=2)"),
+        "master": (
+            {"WORLD_SIZE": "2", "RANK": "0", "MASTER_ADDR": "h"},
+            "WORLD_SIZE is set but MASTER_PORT not; start with torchrun",
+        ),
     }
     for env, message in bad.values():
         with pytest.raises(DistributedError) as caught:
