@@ -53,7 +53,8 @@ def test_two_stage_recipe_is_refused_under_torchrun(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """Refused from torchrun's variables alone, before data is read or a rendezvous starts."""
-    for key, value in {"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0"}.items():
+    env = {"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0", "MASTER_PORT": "29500"}
+    for key, value in {**env, "MASTER_ADDR": "127.0.0.1"}.items():
         monkeypatch.setenv(key, value)
     out = tmp_path / "m.pt"
     with pytest.raises(DistributedError, match="two-stage recipe runs in one process"):
