@@ -102,12 +102,13 @@ def _append_log(step: str, text: str) -> None:
 
 
 @contextlib.contextmanager
-def captured(step: str, *, own_stderr: bool = False) -> Iterator[None]:
+def captured(step: str, *, own_stderr: bool = False, keep: bool = True) -> Iterator[None]:
     """Send fd 1 and fd 2 (C++ and Python alike) to a temporary file for the block.
 
     `own_stderr`: csideploy's own progress bars (tqdm writes to `sys.stderr`) still reach
     the terminal: `sys.stderr` becomes a stream on the saved fd 2 for the block, and Python
     warnings go to the log explicitly, since they would otherwise follow `sys.stderr`.
+    `keep=False` drops what was captured (a torchrun rank other than 0 writes no log).
     """
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
@@ -131,7 +132,8 @@ def captured(step: str, *, own_stderr: bool = False) -> Iterator[None]:
             os.close(fd)
         sink.seek(0)
         text = sink.read().decode("utf-8", errors="replace")
-    _record(step, text)
+    if keep:
+        _record(step, text)
 
 
 @contextlib.contextmanager

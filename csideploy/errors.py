@@ -60,3 +60,7 @@ class BundleError(CsiDeployError):
 
 class OutputError(CsiDeployError):
     """An output location that cannot be written: no permission, or not enough disk space."""
+
+
+class DistributedError(CsiDeployError):
+    """A torchrun launch this run cannot use (bad variables, a batch that does not split)."""

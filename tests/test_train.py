@@ -33,7 +33,7 @@ from csideploy.train import (
     resume_path,
     train,
 )
-from csideploy.train_init import OUTPUT_PATH_BN_WEIGHT, output_path_norms
+from csideploy.train.init import OUTPUT_PATH_BN_WEIGHT, output_path_norms
 
 _TRAIN = "train --model crnet --cr 16 --no-progress"
 TINY = TrainConfig(epochs=3, batch_size=16, lr=5e-3, scheduler="const", device="cpu", threads=1)

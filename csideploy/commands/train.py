@@ -121,6 +121,7 @@ def train_command(
     """
     from csideploy.models.registry import resolve_model_name
     from csideploy.train import TrainConfig, train
+    from csideploy.train.distributed import launch_from_env
 
     name = resolve_model_name(model_name, latent)
     try:
@@ -138,7 +139,10 @@ def train_command(
         )
     except ValueError as error:
         raise click.BadParameter(str(error)) from None
-    with console.captured("train", own_stderr=True):
+    launch = launch_from_env(config)
+    if launch.distributed and launch.is_main and not as_json:
+        click.echo(launch.describe(config))
+    with console.captured("train", own_stderr=True, keep=launch.is_main):
         result = train(
             name,
             cr,
@@ -150,6 +154,8 @@ def train_command(
             scenario=scenario,
             options={"quantizer": quantizer, "bits": bits},
         )
+    if not launch.is_main:
+        return
     if as_json:
         echo_json(result.as_dict())
         return

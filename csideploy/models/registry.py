@@ -74,6 +74,9 @@ class ModelEntry:
     """"fc" (the codeword comes out of a fully connected layer) or "conv" (a feature map)."""
     conv_variant_of: str | None = None
     """For a convolutional-latent ("-cl") variant: the FC model it replaces (`--latent conv`)."""
+    paired_recipe: Callable[..., object] | None = None
+    """A model trained by its own recipe on paired UL/DL data (`HT` and `HT_UL` per file):
+    `recipe(model, dl, ul, epochs_stage1, epochs_stage2, *, batch_size, lr, seed, on_epoch)`."""
 
     def __post_init__(self) -> None:
         if not self.crs or any(cr <= 0 or CSI_SIZE % cr for cr in self.crs):
@@ -124,6 +127,7 @@ def register_model(
     side_input: SideInput | None = None,
     conv_variant_of: str | None = None,
     latent: str = "fc",
+    paired_recipe: Callable[..., object] | None = None,
 ) -> Callable[[Callable[..., CsiAutoencoder]], Callable[..., CsiAutoencoder]]:
     """Register `builder(cr, **options) -> CsiAutoencoder` under `name`."""
 
@@ -143,6 +147,7 @@ def register_model(
             side_input=side_input,
             latent="conv" if conv_variant_of else latent,
             conv_variant_of=conv_variant_of,
+            paired_recipe=paired_recipe,
         )
         return builder
 

@@ -17,6 +17,7 @@ from csideploy.models.zoo.dualnet_mp.layers import (
 from csideploy.models.zoo.dualnet_mp.model import (
     DualNetMP,
 )
+from csideploy.models.zoo.dualnet_mp.recipe import train_dualnet_mp
 
 
 def make_dualnet_mp(config: DualNetMPConfig) -> DualNetMP:
@@ -38,6 +39,7 @@ def make_dualnet_mp(config: DualNetMPConfig) -> DualNetMP:
     ),
     ue_graph=ue_graph,
     side_input=UL_SIDE_INPUT,
+    paired_recipe=train_dualnet_mp,
 )
 def dualnet_mp(
     cr: int,
