@@ -1,6 +1,6 @@
 """`run_bench`: latency, memory and size of every artifact, on this machine or a target.
 
-The timing itself is the standalone runner's (`csideploy/bench/runner.py`), run in a
+The timing itself is the standalone runner's (`csideploy/runner.py`), run in a
 subprocess here, over ssh on a board, or under qemu in an arm64 root. This module prepares the
 job (which files, which manifest), fills in what the runner cannot know without onnx (MACs
 counted from the ONNX graph), times the torch encoder when asked, and writes `perf.json` plus
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from csideploy.bench import runner
+from csideploy import runner
 from csideploy.bench.guard import check_threads, require_measured, require_verified
 from csideploy.bench.remote import RunnerJob, run_local, run_qemu
 from csideploy.bench.roofline import count_onnx_macs, sibling_onnx

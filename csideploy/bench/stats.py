@@ -1,6 +1,6 @@
 """Latency statistics: the runner's summary as a typed value, and formatting for tables.
 
-The numbers themselves come from `csideploy.bench.runner.latency_summary` (numpy percentiles,
+The numbers themselves come from `csideploy.runner.latency_summary` (numpy percentiles,
 linear interpolation, over per-run `perf_counter_ns` timings), the one place they are
 computed, whether the runner runs here, over ssh or under emulation.
 """
@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from csideploy.bench.runner import latency_summary
+from csideploy.runner import latency_summary
 
 __all__ = ["LatencyStats", "format_bytes", "format_us", "latency_summary", "summarize"]
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from csideploy.bench import runner
+from csideploy import runner
 
 RUNTIMES = {"onnx": "onnxruntime", "tflite": "litert", "pte": "executorch"}
 

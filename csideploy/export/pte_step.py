@@ -42,7 +42,7 @@ WARMUP = 20
 
 def _latency(path: Path, input_shape: Sequence[int], runs: int) -> LatencyResult:
     """p50 / p90 of one batch-1 call on one thread, with the runner's timing loop."""
-    from csideploy.bench import runner
+    from csideploy import runner
 
     model = runner.open_model(RUNTIME, path, threads=1, batch=1)
     feeds = runner.make_feeds(model.inputs, None, 0)

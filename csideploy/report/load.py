@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from csideploy.bench import runner
+from csideploy import runner
 from csideploy.errors import DataError
 
 EXPORT_LATENCY = "perf.export.json"

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from csideploy.bench import runner
+from csideploy import runner
 from csideploy.errors import CsiDeployError
 from csideploy.report import plots as draw
 from csideploy.report.choose import choose

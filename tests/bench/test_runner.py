@@ -13,7 +13,7 @@ import jsonschema
 import numpy as np
 import pytest
 
-from csideploy.bench import runner
+from csideploy import runner
 from csideploy.bench.remote import RUNNER_PATH
 
 ALLOWED_THIRD_PARTY = {"numpy", "onnxruntime", "ai_edge_litert", "tflite_runtime"}

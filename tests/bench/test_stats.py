@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from csideploy.bench.runner import bandwidth_for, latency_floor, latency_summary
+from csideploy.runner import bandwidth_for, latency_floor, latency_summary
 from csideploy.bench.stats import LatencyStats, format_bytes, format_us, summarize
 
 
