@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from csideploy.runner import bandwidth_for, latency_floor, latency_summary
 from csideploy.bench.stats import LatencyStats, format_bytes, format_us, summarize
+from csideploy.runner import bandwidth_for, latency_floor, latency_summary
 
 
 @pytest.mark.parametrize(
