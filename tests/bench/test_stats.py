@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from csideploy.bench.stats import LatencyStats, format_bytes, format_us, summarize
+from csideploy.bench.stats import LatencyStats, summarize
+from csideploy.report.tables import format_bytes, format_us
 from csideploy.runner import bandwidth_for, latency_floor, latency_summary
 
 
