@@ -108,9 +108,6 @@ class Skip(Exception):
     """A measurement that cannot run here (runtime missing, batch not supported)."""
 
 
-# --------------------------------------------------------------------------- statistics
-
-
 def latency_summary(timings_ns: Any) -> dict[str, float | int]:
     """Percentiles (numpy, linear interpolation), min, max, mean and std of per-run timings.
 
@@ -168,9 +165,6 @@ def latency_floor(
         "memory_us": None if memory_us is None else round(memory_us, 4),
         "peak_factor": factor,
     }
-
-
-# --------------------------------------------------------------------------- the machine
 
 
 def _read_text(path: str) -> str:
@@ -286,9 +280,6 @@ def machine_info(emulated: str | None = None) -> dict[str, Any]:
     }
 
 
-# --------------------------------------------------------------------------- artifacts
-
-
 def artifact_role(name: str) -> str:
     """'decoder' for the BS-side graph (file stem starting with 'decoder'), else 'encoder'."""
     return "decoder" if Path(name).name.lower().startswith("decoder") else "encoder"
@@ -372,8 +363,6 @@ def load_manifest(root: Path | None, explicit: str | None) -> tuple[Any, str | N
         return None, f"{path}: not a JSON object; precision, model and CR unknown"
     return manifest, None
 
-
-# --------------------------------------------------------------------------- runtimes
 
 _ORT_DTYPES = {
     "tensor(float)": "float32",
@@ -574,9 +563,6 @@ def open_model(
     raise Skip(f"unknown runtime {runtime!r}")
 
 
-# --------------------------------------------------------------------------- inputs
-
-
 def quantize(x: Any, scale: float, zero_point: int, dtype: str) -> Any:
     """Affine quantization as TFLite's QUANTIZE kernel does it (round half away from zero)."""
     import numpy as np
@@ -694,9 +680,6 @@ def save_outputs(model: Any, golden: Any, out_dir: Path, stem: str) -> list[str]
 def output_stem(name: str) -> str:
     """A flat file stem for an artifact's outputs: its relative name with '/' as '__'."""
     return name.replace("\\", "/").replace("/", "__")
-
-
-# --------------------------------------------------------------------------- measuring
 
 
 def peak_rss_bytes() -> int | None:
@@ -973,9 +956,6 @@ def _dispatch(
         return measure(payload)
     except Exception as error:  # one failing file must not stop the others
         return {"status": "error", "reason": f"{type(error).__name__}: {error}"}
-
-
-# --------------------------------------------------------------------------- the command
 
 
 def parse_list(text: str, cast: Any = str) -> list[Any]:
