@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import csideploy.report.plots as draw
 from csideploy import runner
 from csideploy.errors import CsiDeployError
 from csideploy.fileio import write_atomic
-from csideploy.report import plots as draw
 from csideploy.report.choose import choose
 from csideploy.report.load import EXPORT_LATENCY, Run, load_run, unique_labels
 from csideploy.report.markdown import (
