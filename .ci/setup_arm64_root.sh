@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build an arm64 (aarch64) root in which csideploy/bench/runner.py runs under qemu-user, to
+# Build an arm64 (aarch64) root in which csideploy/runner.py runs under qemu-user, to
 # check that the encoder artifacts give the same outputs on aarch64 builds of numpy,
 # onnxruntime and ai-edge-litert as on this machine.
 #

@@ -31,14 +31,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from csideploy.bundle.execute import run_model_outputs
 from csideploy.calibration.io import load_csi
 from csideploy.errors import CsiDeployError
-from csideploy.export.latency import DEFAULT_WARMUP
-from csideploy.export.litert_runner import LiteRTModel, encode_csi
 from csideploy.export.numerics import encoder_numerics
 from csideploy.export.onnx_export import OnnxRunner
 from csideploy.export.quantize_onnx import preprocess
 from csideploy.export.recipe import ExportConfig, run_export
+from csideploy.models.ue_graph import flat_codeword
+from csideploy.runner import QUICK_WARMUP as DEFAULT_WARMUP
+from csideploy.runner import open_model
 
 
 def ort_default(float_path: Path, out: Path, calibration: np.ndarray, work: Path) -> Path:
@@ -154,12 +156,14 @@ def main() -> None:
         "project": out / "encoder.int8.tflite",
         "litert-torch default PT2E": peers_tflite,
     }
-    models = {k: LiteRTModel(p) for k, p in tflite_files.items()}
-    tflite_us = interleaved([lambda m=m: encode_csi(m, x) for m in models.values()], args.runs)
+    models = {k: open_model("litert", p, 1, 1) for k, p in tflite_files.items()}
+
+    def encode(name: str, csi: np.ndarray) -> np.ndarray:
+        return flat_codeword(run_model_outputs(models[name], csi, None, tflite_files[name]))
+
+    tflite_us = interleaved([lambda k=k: encode(k, x) for k in models], args.runs)
     for (name, path), us in zip(tflite_files.items(), tflite_us, strict=True):
-        rows.append(
-            ("TFLite", name, path, encode_csi(models[name], reference_csi), us, tflite_us[0])
-        )
+        rows.append(("TFLite", name, path, encode(name, reference_csi), us, tflite_us[0]))
     load = os.getloadavg()[0]
     print(
         f"{args.model} {args.checkpoint} on {args.data}: eval {args.eval_samples}, calib "

@@ -116,8 +116,8 @@ def bench_one(folder: Path, runs: int, warmup: int) -> dict[str, Any]:
 
 
 def table(rows: list[dict[str, Any]], perf: dict[str, Any] | None, elapsed: float) -> str:
-    from csideploy.bench.stats import format_bytes, format_us
     from csideploy.report.render import machine_line, roofline_line
+    from csideploy.report.tables import format_bytes, format_us
 
     lines = []
     if perf:

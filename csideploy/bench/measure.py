@@ -1,6 +1,6 @@
 """`run_bench`: latency, memory and size of every artifact, on this machine or a target.
 
-The timing itself is the standalone runner's (`csideploy/bench/runner.py`), run in a
+The timing itself is the standalone runner's (`csideploy/runner.py`), run in a
 subprocess here, over ssh on a board, or under qemu in an arm64 root. This module prepares the
 job (which files, which manifest), fills in what the runner cannot know without onnx (MACs
 counted from the ONNX graph), times the torch encoder when asked, and writes `perf.json` plus
@@ -11,22 +11,22 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from csideploy.bench import runner
+from csideploy import runner
 from csideploy.bench.guard import check_threads, require_measured, require_verified
 from csideploy.bench.remote import RunnerJob, run_local, run_qemu
 from csideploy.bench.roofline import count_onnx_macs, sibling_onnx
 from csideploy.bench.ssh import SshTarget, run_ssh
+from csideploy.bench.torch_timing import TorchSettings, add_torch
 from csideploy.errors import CsiDeployError, DataError
+from csideploy.fileio import write_atomic
 
 RUNTIMES = ("onnxruntime", "litert", "executorch", "torch")
 PERF_FILE = "perf.json"
@@ -167,7 +167,11 @@ def run_bench(
         _fill_macs(perf, root, files)
         _fill_params(perf)
         if "torch" in config.runtimes:
-            _add_torch(perf, config, manifest_path)
+            settings = TorchSettings(
+                config.threads, config.batch, config.warmup, config.runs, config.timeout_s
+            )
+            local = target_kind(config.target) == "local"
+            add_torch(perf, settings, manifest_path, local=local)
         _refresh_floors(perf, config.batch)
     if not write:
         return BenchResult(perf)
@@ -247,12 +251,10 @@ def _run_target(job: RunnerJob, config: BenchConfig) -> dict[str, Any]:
 
 
 def _fill_macs(perf: dict[str, Any], root: Path | None, files: Sequence[Path]) -> None:
-    """Fill MACs the manifest lacked: from the ONNX graph, or a sibling ONNX for a .tflite."""
+    """MACs counted from the ONNX graph, or a sibling ONNX for a .tflite: the manifest does
+    not record them, and the standalone runner cannot count them without onnx."""
     by_name = {(p.relative_to(root).as_posix() if root else p.name): p for p in files}
     for entry in perf.get("artifacts", []):
-        if entry.get("macs"):
-            entry.setdefault("macs_source", "manifest")
-            continue
         local = by_name.get(entry["name"])
         if local is None:
             continue
@@ -266,7 +268,8 @@ def _fill_macs(perf: dict[str, Any], root: Path | None, files: Sequence[Path]) -
 
 
 def _fill_params(perf: dict[str, Any]) -> None:
-    """Parameter counts of the zoo model the manifest names, where the manifest had none."""
+    """Parameter counts of the zoo model the manifest names (`model.name`, `model.cr`): the
+    manifest records no counts of its own."""
     from csideploy.models import build, list_models
     from csideploy.models.stats import count_params
 
@@ -294,171 +297,5 @@ def _refresh_floors(perf: dict[str, Any], batch: int) -> None:
 
 def write_perf(perf: dict[str, Any], destination: Path) -> Path:
     """`perf.json` (or `perf.emulated.json`) in `destination`, written atomically."""
-    from csideploy.report.render import write_atomic
-
     name = EMULATED_PERF_FILE if perf.get("emulated") else PERF_FILE
     return write_atomic(destination / name, json.dumps(perf, indent=1) + "\n")
-
-
-# --------------------------------------------------------------------------- torch
-
-
-def _add_torch(perf: dict[str, Any], config: BenchConfig, manifest_path: Path | None) -> None:
-    """Time the float zoo encoder named by the manifest, or record why it was skipped."""
-    name = "torch"
-    reason = None
-    model = cr = None
-    if target_kind(config.target) != "local":
-        reason = "the torch runtime runs only on the local target"
-    elif manifest_path is None:
-        reason = "no manifest.json beside the artifacts: the torch encoder needs a model and CR"
-    else:
-        model, cr, reason = _resolve_torch_model(manifest_path)
-    if reason is None:
-        name = f"torch:{model}-cr{cr}"
-    perf.setdefault("results", [])
-    if reason is not None:
-        for count in config.threads:
-            perf["results"].append(_torch_record(name, count, config.batch, "skipped", reason))
-        return
-    facts = _torch_facts(model, cr)
-    perf.setdefault("artifacts", []).append(
-        {
-            "name": name,
-            "path": None,
-            "format": "torch",
-            "role": "encoder",
-            "precision": "fp32",
-            "bytes": facts["params"] * 4,
-            "gzip_bytes": None,
-            "sha256": None,
-            "params": facts["params"],
-            "macs": facts["macs"],
-            "macs_source": "torch flop counter",
-            "model": model,
-            "cr": cr,
-            "weights": "zoo encoder as built; latency does not depend on weight values",
-        }
-    )
-    for count in config.threads:
-        payload = {
-            "model": model,
-            "cr": cr,
-            "name": name,
-            "threads": count,
-            "batch": config.batch,
-            "warmup": config.warmup,
-            "runs": config.runs,
-        }
-        perf["results"].append(_run_torch_worker(payload, config.timeout_s))
-
-
-def _resolve_torch_model(manifest_path: Path) -> tuple[str | None, int | None, str | None]:
-    """(model, cr, None) when the manifest names a zoo model and CR, else (None, None, why)."""
-    from csideploy.models import list_models
-
-    try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        return None, None, f"{manifest_path.name} is unreadable ({error})"
-    facts = runner.manifest_facts(manifest, "encoder", "encoder")
-    model, cr = facts["model"], facts["cr"]
-    known = list_models()
-    if model is None or cr is None:
-        return None, None, f"{manifest_path.name} names no model and CR (keys model / cr)"
-    if model.lower() not in known:
-        return None, None, f"{manifest_path.name} names model {model!r}, not one of {known}"
-    return model.lower(), cr, None
-
-
-def _torch_facts(model: str, cr: int) -> dict[str, int]:
-    import torch
-
-    from csideploy.models import build, get_entry
-    from csideploy.models.stats import count_macs, count_params
-
-    encoder = build(model, cr).encoder
-    example = torch.zeros(1, *get_entry(model).input_spec.shape)
-    return {"params": count_params(encoder), "macs": count_macs(encoder, example)}
-
-
-def _torch_record(name: str, threads: int, batch: int, status: str, reason: str | None) -> dict:
-    return {
-        "artifact": name,
-        "runtime": "torch",
-        "threads": threads,
-        "batch": batch,
-        "status": status,
-        "reason": reason,
-    }
-
-
-def _run_torch_worker(payload: dict[str, Any], timeout: float) -> dict[str, Any]:
-    """The torch timing in a fresh interpreter with the thread variables set, like the runner's."""
-    env = dict(os.environ)
-    env.update({name: str(payload["threads"]) for name in runner.THREAD_VARIABLES})
-    command = [
-        sys.executable,
-        "-m",
-        "csideploy.bench.measure",
-        "--torch-worker",
-        json.dumps(payload),
-    ]
-    base = _torch_record(payload["name"], payload["threads"], payload["batch"], "error", None)
-    try:
-        done = subprocess.run(
-            command, capture_output=True, text=True, env=env, timeout=timeout, check=False
-        )
-    except subprocess.TimeoutExpired:
-        return {**base, "reason": f"timed out after {timeout:.0f} s"}
-    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-    if done.returncode == 0 and lines:
-        return {**base, **json.loads(lines[-1])}
-    tail = " | ".join(done.stderr.strip().splitlines()[-3:])
-    return {**base, "reason": f"torch worker exited with code {done.returncode}: {tail}"}
-
-
-def torch_worker(payload: dict[str, Any]) -> dict[str, Any]:
-    """Time `build(model, cr).encoder` with the runner's timing loop (`runner.time_calls`)."""
-    rss_start = runner.peak_rss_bytes()
-    import torch
-
-    from csideploy.models import build, get_entry
-
-    torch.set_num_threads(payload["threads"])
-    rss_imported = runner.peak_rss_bytes()
-    started = time.perf_counter_ns()
-    encoder = build(payload["model"], payload["cr"]).encoder.eval()
-    init_ns = time.perf_counter_ns() - started
-    shape = (payload["batch"], *get_entry(payload["model"]).input_spec.shape)
-    x = torch.rand(shape, generator=torch.Generator().manual_seed(0))
-    with torch.inference_mode():
-        output, first_ns, timings = runner.time_calls(
-            encoder, x, payload["warmup"], payload["runs"]
-        )
-    rss_end = runner.peak_rss_bytes()
-    return {
-        "status": "ok",
-        "runtime_version": torch.__version__,
-        "runtime_package": "torch",
-        "input": [{"name": "x", "shape": list(shape), "dtype": "float32"}],
-        "output": [{"name": "codeword", "shape": list(output.shape), "dtype": "float32"}],
-        "output_finite": bool(torch.isfinite(output).all()),
-        "init_ms": round(init_ns / 1e6, 3),
-        "first_inference_ms": round(first_ns / 1e6, 3),
-        "latency_us": runner.latency_summary(timings),
-        "timings_us": [round(t / 1e3, 3) for t in timings],
-        "rss_start_bytes": rss_start,
-        "rss_after_import_bytes": rss_imported,
-        "peak_rss_bytes": rss_end,
-        "model_rss_bytes": None
-        if rss_end is None or rss_imported is None
-        else rss_end - rss_imported,
-    }
-
-
-if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "--torch-worker":
-        print(json.dumps(torch_worker(json.loads(sys.argv[2]))))
-        sys.exit(0)
-    sys.exit("usage: python -m csideploy.bench.measure --torch-worker JSON")

@@ -23,10 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from csideploy import runner
 from csideploy.bench.processes import run_bounded
 from csideploy.errors import CsiDeployError
 
-RUNNER_PATH = Path(__file__).with_name("runner.py")
+RUNNER_PATH = Path(runner.__file__)
+"""The standalone runner, run as it is on every target and shipped in bundles as runner.py."""
 QEMU_BINARY = "qemu-aarch64-static"
 QEMU_CPU = "neoverse-n1"
 """The emulated core: it matches the root's proc/cpuinfo (CPU part 0xd0c, an ARMv8.2 core with

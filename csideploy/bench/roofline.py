@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from csideploy.bench.runner import FLOOR_NOTE, bandwidth_for, latency_floor, roofline_probe
+from csideploy.runner import FLOOR_NOTE, bandwidth_for, latency_floor, roofline_probe
 
 __all__ = [
     "FLOOR_NOTE",

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from csideploy.bench import runner
+from csideploy import runner
 from csideploy.bundle.checks import Check
 from csideploy.bundle.execute import RUNTIMES, open_artifact, run_model_outputs
 from csideploy.bundle.golden import GOLDEN_DIR, load_npy

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from csideploy.bench import runner
+from csideploy import runner
 
 RUNTIMES = {"onnx": "onnxruntime", "tflite": "litert", "pte": "executorch"}
 
@@ -43,19 +43,11 @@ def run_artifact_outputs(
 def run_model_outputs(
     model: Any, inputs: np.ndarray, output_names: Sequence[str] | None, path: Path
 ) -> list[np.ndarray]:
-    """Each output of an opened model on `inputs`, in `output_names` order."""
-    spec = model.inputs[0]
-    samples = runner.fit_layout(inputs.astype(np.float32), spec["shape"][1:], spec["name"])
+    """Each output of an opened model on `inputs`, in `output_names` order: float where the
+    file quantizes it, integer levels where the file returns them unscaled."""
     order = _output_order(model.outputs, output_names, path)
-    rows: list[list[np.ndarray]] = [[] for _ in order]
-    for k in range(len(samples)):
-        feed = runner.to_input_dtype(samples[k : k + 1], spec)
-        results = model([feed])
-        for slot, index in enumerate(order):
-            rows[slot].append(
-                np.asarray(runner.as_float_output(results[index], model.outputs[index]))
-            )
-    return [np.concatenate(chunks) for chunks in rows]
+    raw = runner.run_rows(model, inputs)
+    return [np.asarray(runner.as_float_output(raw[k], model.outputs[k])) for k in order]
 
 
 def _output_order(

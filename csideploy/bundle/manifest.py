@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from csideploy.errors import BundleError
+from csideploy.fileio import write_atomic
 
 SCHEMA_VERSION = "1.0"
 MANIFEST_NAME = "manifest.json"
@@ -102,8 +103,6 @@ def write_json_atomic(path: Path, payload: Any) -> None:
     """Write sorted, indented JSON through the project's atomic writer (a temporary sibling
     and a rename, with the permissions an ordinary file gets), so readers never see half a
     file and the manifest is as readable as every other file of the bundle."""
-    from csideploy.report.render import write_atomic
-
     write_atomic(Path(path), json.dumps(payload, indent=2, sort_keys=True) + "\n")
 
 
@@ -117,7 +116,5 @@ def write_manifest(bundle_dir: Path, manifest: dict[str, Any]) -> str:
     bundle_dir = Path(bundle_dir)
     write_json_atomic(bundle_dir / MANIFEST_NAME, manifest)
     digest = sha256_file(bundle_dir / MANIFEST_NAME)
-    from csideploy.report.render import write_atomic
-
     write_atomic(bundle_dir / MANIFEST_HASH_NAME, f"{digest}  {MANIFEST_NAME}\n")
     return digest

@@ -6,8 +6,9 @@
 The steps `run_export` runs are public too (`load_step`, `split_step`, `calibration_step`,
 `evaluation_step`, `reference_step`, `onnx_step`, `measure_step`, `write_step`), as are the
 building blocks (`export_onnx`, `quantize_static_onnx`, `quantize_dynamic_onnx`,
-`layer_sqnr`, `onnx_latency`). The option constants below are importable without loading
-torch or onnx, so the command line starts fast; everything else is loaded on first use.
+`layer_sqnr`; the quick latency is `csideploy.runner.quick_latency`). The option constants
+below are importable without loading torch or onnx, so the command line starts fast;
+everything else is loaded on first use.
 """
 
 from __future__ import annotations
@@ -69,7 +70,6 @@ _LAZY = {
         "check_nmse_drop",
         "check_parity",
     ),
-    "latency": ("LatencyResult", "onnx_latency"),
     "int8_onnx_step": ("quantize_encoder_onnx",),
 }
 _WHERE = {name: module for module, names in _LAZY.items() for name in names}

@@ -31,7 +31,7 @@ RELATIVE_TOLERANCE_QUANTIZED = 0.02
 def write_bundle(directory: Path, result: Any, *, version: str) -> dict[str, Any]:
     """Write runner.py, golden/, README.md and the bundle manifest.json into `directory`."""
     directory = Path(directory)
-    runner = Path(str(resources.files("csideploy.bench").joinpath(RUNNER)))
+    runner = Path(str(resources.files("csideploy").joinpath(RUNNER)))
     shutil.copyfile(runner, directory / RUNNER)
     golden_inputs = np.ascontiguousarray(result.evaluation.data[:GOLDEN_SAMPLES], np.float32)
     ue = [a for a in result.artifacts if a.side == "UE"]

@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 
 from csideploy.errors import DataError
-from csideploy.export.latency import LatencyResult
 from csideploy.export.numerics import GateResult, Numerics, check_nmse_drop, encoder_numerics
 from csideploy.export.onnx_export import TensorInfo
 from csideploy.export.pte import PteArtifact, export_pte
@@ -30,6 +29,7 @@ from csideploy.export.recipe import (
 )
 from csideploy.models.ue_graph import flat_codeword
 from csideploy.quantize.fidelity import FidelityLimits, check_fidelity
+from csideploy.runner import LatencyResult, quick_latency
 
 PTE_FILES = {
     "fp32": "encoder.pte",
@@ -42,22 +42,7 @@ WARMUP = 20
 
 def _latency(path: Path, input_shape: Sequence[int], runs: int) -> LatencyResult:
     """p50 / p90 of one batch-1 call on one thread, with the runner's timing loop."""
-    from csideploy.bench import runner
-
-    model = runner.open_model(RUNTIME, path, threads=1, batch=1)
-    feeds = runner.make_feeds(model.inputs, None, 0)
-    _, _, timings = runner.time_calls(model, feeds, WARMUP, runs)
-    summary = runner.latency_summary(timings)
-    return LatencyResult(
-        runtime=f"executorch {model.version}",
-        threads=1,
-        batch=1,
-        runs=runs,
-        warmup=WARMUP,
-        p50_us=round(float(summary["p50"]), 1),
-        p90_us=round(float(summary["p90"]), 1),
-        min_us=round(float(summary["min"]), 1),
-    )
+    return quick_latency(RUNTIME, path, runs, warmup=WARMUP)
 
 
 @register_format("pte", latency=_latency)

@@ -50,7 +50,6 @@ from csideploy.export import (
     MIN_CALIB_SAMPLES,
     MIN_EVAL_SAMPLES,
 )
-from csideploy.export.latency import DEFAULT_RUNS, LatencyResult, onnx_latency
 from csideploy.export.numerics import (
     NMSE_CONVENTION,
     FloatReference,
@@ -83,6 +82,8 @@ from csideploy.export.writer import (
 )
 from csideploy.models.ue_graph import SideInput, UeGraph, flat_codeword
 from csideploy.quantize.calibration_data import check_calibration_set, mismatch_warning
+from csideploy.runner import QUICK_RUNS as DEFAULT_RUNS
+from csideploy.runner import LatencyResult, quick_latency
 
 DEFAULT_OUT_ROOT = "artifacts"
 
@@ -866,7 +867,7 @@ def versions() -> dict[str, str]:
 
 
 def _onnx_latency(path: Path, input_shape: Sequence[int], runs: int) -> LatencyResult:
-    return onnx_latency(path, input_shape, runs=runs)
+    return quick_latency("onnxruntime", path, runs)
 
 
 @register_format("onnx", latency=_onnx_latency)

@@ -13,10 +13,9 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
+from csideploy.bundle.execute import run_artifact_outputs
 from csideploy.errors import DataError
 from csideploy.export.int8_onnx_step import layer_plan, limits, uses_layer_plan
-from csideploy.export.latency import LatencyResult
-from csideploy.export.litert_runner import encode_csi_outputs, litert_latency
 from csideploy.export.numerics import (
     GateResult,
     Numerics,
@@ -35,6 +34,7 @@ from csideploy.export.tflite import TensorSpec, TfliteArtifact, export_tflite
 from csideploy.models.ue_graph import flat_codeword
 from csideploy.quantize.fidelity import check_fidelity
 from csideploy.quantize.torch_plan import planned_encoder
+from csideploy.runner import LatencyResult, quick_latency
 
 TFLITE_FILES = {
     "fp32": "encoder.tflite",
@@ -44,7 +44,7 @@ TFLITE_FILES = {
 
 
 def _latency(path: Path, input_shape: Sequence[int], runs: int) -> LatencyResult:
-    return litert_latency(path, runs=runs)
+    return quick_latency("litert", path, runs)
 
 
 @register_format("tflite", latency=_latency)
@@ -75,7 +75,7 @@ def _export(context: ExportContext, precision: str) -> ArtifactResult:
         output_names=context.split.output_names,
         layers=layers,
     )
-    codewords = flat_codeword(encode_csi_outputs(artifact.path, context.reference.csi))
+    codewords = flat_codeword(run_artifact_outputs("litert", artifact.path, context.reference.csi))
     numerics = encoder_numerics(context.reference, context.split.decoder, codewords)
     result = _result(context, artifact, numerics, _gates(context, file, precision, numerics))
     if layers is not None:

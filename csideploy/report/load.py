@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from csideploy.bench import runner
+from csideploy import runner
 from csideploy.errors import DataError
 
 EXPORT_LATENCY = "perf.export.json"
@@ -183,9 +183,9 @@ def _model_and_cr(
     manifest: dict[str, Any], numerics: dict[str, Any], perf: dict[str, Any]
 ) -> tuple[str | None, int | None]:
     """Model and CR: the manifest's `model` section, else numerics.json, else perf.json."""
-    model = _dict(manifest.get("model"))
-    if isinstance(model.get("name"), str) and integer(model.get("cr")):
-        return model["name"], model["cr"]
+    declared = runner.manifest_facts(manifest, "")
+    if declared["model"] and declared["cr"]:
+        return declared["model"], declared["cr"]
     if isinstance(numerics.get("model"), str) and integer(numerics.get("cr")):
         return numerics["model"], numerics["cr"]
     for entry in _list(perf.get("artifacts")):
@@ -204,16 +204,13 @@ def _files(folder: Path, run: Run, manifest: dict[str, Any]) -> list[FileRow]:
     for path in paths:
         name = path.relative_to(folder).as_posix()
         sizes = runner.file_sizes(path)
-        facts = runner.manifest_facts(manifest, name, runner.artifact_role(name))
         rows[name] = FileRow(
             name=name,
             format=runner.FORMATS[path.suffix.lower()],
             role=runner.artifact_role(name),
-            precision=runner.artifact_precision(name),
+            precision=runner.manifest_facts(manifest, name)["precision"] or "",
             bytes=integer(sizes.get("bytes")),
             gzip_bytes=integer(sizes.get("gzip_bytes")),
-            params=integer(facts.get("params")),
-            macs=integer(facts.get("macs")),
         )
     for entry in _list((run.perf or {}).get("artifacts")):
         if isinstance(entry, dict) and isinstance(entry.get("name"), str):
@@ -235,9 +232,10 @@ def _merge_perf_artifact(rows: dict[str, FileRow], entry: dict[str, Any]) -> Non
             name=name,
             format=str(entry.get("format") or ""),
             role=str(entry.get("role") or runner.artifact_role(name)),
-            precision=str(entry.get("precision") or runner.artifact_precision(name)),
+            precision=str(entry.get("precision") or ""),
         ),
     )
+    row.precision = row.precision or str(entry.get("precision") or "")
     row.bytes = row.bytes or integer(entry.get("bytes"))
     row.gzip_bytes = row.gzip_bytes or integer(entry.get("gzip_bytes"))
     row.params = row.params or integer(entry.get("params"))

@@ -8,13 +8,13 @@ appending it when absent, and leaves the rest of the file as it was.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from csideploy.bench.stats import format_bytes, format_us
+from csideploy.fileio import write_atomic
 from csideploy.report.load import Run, number
+from csideploy.report.tables import format_bytes, format_us
 
 BLOCK_BEGIN = "<!-- csideploy:perf:begin -->"
 BLOCK_END = "<!-- csideploy:perf:end -->"
@@ -157,27 +157,6 @@ def replace_block(text: str, body: str) -> str:
     if text and not text.endswith("\n"):
         text += "\n"
     return text + ("\n" if text else "") + block
-
-
-def write_atomic(path: Path, data: str | bytes) -> Path:
-    """Write `path` through a temporary sibling and a rename, with the usual permissions."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    mode = "wb" if isinstance(data, bytes) else "w"
-    encoding = None if isinstance(data, bytes) else "utf-8"
-    with tempfile.NamedTemporaryFile(
-        mode,
-        dir=path.parent,
-        prefix=f".{path.name}.",
-        suffix=".tmp",
-        delete=False,
-        encoding=encoding,
-    ) as handle:
-        handle.write(data)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(handle.name, 0o666 & ~umask)
-    os.replace(handle.name, path)
-    return path
 
 
 def update_report_md(path: Path, body: str) -> Path:

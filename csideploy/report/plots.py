@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from csideploy.bench.stats import format_us
 from csideploy.report.load import FileRow, Run
+from csideploy.report.tables import format_us
 
 SQNR_ROWS = 20
 

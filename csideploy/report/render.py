@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from csideploy.bench import runner
+import csideploy.report.plots as draw
+from csideploy import runner
 from csideploy.errors import CsiDeployError
-from csideploy.report import plots as draw
+from csideploy.fileio import write_atomic
 from csideploy.report.choose import choose
 from csideploy.report.load import EXPORT_LATENCY, Run, load_run, unique_labels
 from csideploy.report.markdown import (
@@ -29,7 +30,6 @@ from csideploy.report.markdown import (
     md_table,
     replace_block,
     update_report_md,
-    write_atomic,
     write_latency_section,
 )
 from csideploy.report.page import page
@@ -46,7 +46,6 @@ __all__ = [
     "load_run",
     "render_report",
     "replace_block",
-    "write_atomic",
     "write_latency_section",
 ]
 

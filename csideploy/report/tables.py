@@ -34,6 +34,28 @@ def fmt_bytes(value: int | None) -> str:
     return f"{value:,} B ({value / 1024:.1f} KiB)" if value >= 1024 else f"{value:,} B"
 
 
+def format_us(value: float | None) -> str:
+    """A latency for a table: '118 µs', '1.25 ms', '-' when unknown."""
+    if value is None:
+        return "-"
+    if value >= 1000:
+        return f"{value / 1000:.2f} ms"
+    if value >= 100:
+        return f"{value:.0f} µs"
+    return f"{value:.1f} µs"
+
+
+def format_bytes(value: int | None) -> str:
+    """A size for a table in binary units: '82.6 KiB', '1.20 MiB'."""
+    if value is None:
+        return "-"
+    if value >= 2**20:
+        return f"{value / 2**20:.2f} MiB"
+    if value >= 2**10:
+        return f"{value / 2**10:.1f} KiB"
+    return f"{value} B"
+
+
 def fmt_count(value: int | None) -> str:
     """Params and MACs: exact, with a short form for large numbers."""
     if value is None:

@@ -61,7 +61,7 @@ def test_bench_cli_json_writes_perf_and_report(workdir: Path, perf_schema: dict)
     assert report.startswith(export_text) and report.count(BLOCK_BEGIN) == 1
 
 
-def test_macs_from_manifest_or_onnx_graph(workdir: Path) -> None:
+def test_macs_from_the_onnx_graph_params_from_the_manifests_model(workdir: Path) -> None:
     encoder = build("clnet", 64).encoder
     expected = count_macs(encoder, torch.zeros(1, 2, 32, 32))
     assert count_onnx_macs(workdir / "encoder.onnx") == expected
@@ -69,8 +69,10 @@ def test_macs_from_manifest_or_onnx_graph(workdir: Path) -> None:
 
     config = BenchConfig(runs=5, warmup=0, roofline=False)
     with_manifest = run_bench(workdir, config, write=False).perf
-    sources = {a["name"]: a.get("macs_source") for a in with_manifest["artifacts"]}
-    assert set(sources.values()) == {"manifest"}
+    entries = {a["name"]: a for a in with_manifest["artifacts"]}
+    assert entries["encoder.onnx"]["params"] == 66_036  # the manifest's model.name / model.cr
+    assert entries["encoder.onnx"]["params_source"] == "zoo model clnet CR 1/64"
+    assert entries["encoder.int8.onnx"]["precision"] == "int8"  # its artifacts[].precision
 
     (workdir / "manifest.json").unlink()
     without = run_bench(workdir, config, write=False).perf

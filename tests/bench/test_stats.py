@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from csideploy.bench.runner import bandwidth_for, latency_floor, latency_summary
-from csideploy.bench.stats import LatencyStats, format_bytes, format_us, summarize
+from csideploy.bench.stats import LatencyStats, summarize
+from csideploy.report.tables import format_bytes, format_us
+from csideploy.runner import bandwidth_for, latency_floor, latency_summary
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,7 @@ from export_test_models import small_model
 
 pytest.importorskip("executorch.runtime", reason="the pte format needs csideploy[executorch]")
 
-from csideploy.bench import runner
+from csideploy import runner
 from csideploy.bundle.verify import verify_bundle
 from csideploy.export.recipe import ExportConfig, run_export
 from csideploy.models.checkpoint import save_checkpoint

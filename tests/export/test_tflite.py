@@ -16,15 +16,9 @@ import pytest
 import torch
 from torch import nn
 
+from csideploy import runner
+from csideploy.bundle.execute import run_artifact_outputs, run_model_outputs
 from csideploy.errors import DataError, MissingDependencyError, OutputExistsError, ShapeError
-from csideploy.export.litert_runner import (
-    LiteRTModel,
-    _load_interpreter_class,
-    dequantize,
-    encode_csi,
-    litert_latency,
-    quantize,
-)
 from csideploy.export.tflite import (
     FILE_NAMES,
     TFLITE_EXTRA_MESSAGE,
@@ -34,6 +28,18 @@ from csideploy.export.tflite import (
     inspect_tflite,
 )
 from csideploy.models import build
+from csideploy.models.ue_graph import flat_codeword
+from csideploy.runner import dequantize, quantize
+
+
+def encode_csi(path, csi: np.ndarray) -> np.ndarray:
+    """Float codewords (N, M) of NCHW CSI, as the export's gate runs a .tflite file."""
+    return flat_codeword(run_artifact_outputs("litert", path, csi))
+
+
+def open_litert(path, threads: int = 1):
+    """The runner's LiteRT adapter for `path` (batch 1)."""
+    return runner.open_model("litert", path, threads, 1)
 
 
 def _perturb_batchnorm(module: nn.Module, seed: int) -> nn.Module:
@@ -162,10 +168,10 @@ def test_artifact_records_size_and_hash(artifact):
 @pytest.mark.parametrize("model", ["clnet64", "crnet32"])
 def test_int8_has_integer_io_and_tracks_torch(artifact, encoders, evaluation, model):
     result = artifact(model, "int8")
-    runner = LiteRTModel(result.path)
-    assert runner.input_dtype == np.int8 and runner.output_dtype == np.int8
-    assert runner.output_names == ("codeword",)
-    (scale, zero_point) = runner.input_details[0]["quantization"]
+    litert = open_litert(result.path)
+    assert litert.inputs[0]["dtype"] == litert.outputs[0]["dtype"] == "int8"
+    assert [spec["name"] for spec in litert.outputs] == ["codeword"]
+    scale, zero_point = litert.inputs[0]["scale"], litert.inputs[0]["zero_point"]
     assert (result.input.scale, result.input.zero_point) == (pytest.approx(scale), zero_point)
     assert result.input.dtype == result.output.dtype == result.io_dtype == "int8"
     assert result.output.scale > 0 and -128 <= result.output.zero_point <= 127
@@ -179,33 +185,36 @@ def test_int8_has_integer_io_and_tracks_torch(artifact, encoders, evaluation, mo
     assert result.calibration_samples == 64
 
     expected = _torch_codewords(encoders[model], evaluation)
-    codewords = encode_csi(runner, evaluation)
+    codewords = encode_csi(result.path, evaluation)
     assert _sqnr_db(expected, codewords) > 20
     assert result.num_bytes < 0.4 * artifact(model, "fp32").num_bytes
 
 
 def test_int8_run_raw_is_the_quantized_contract(artifact, evaluation):
-    """A handset feeding int8 buffers gets the int8 codeword that run() dequantizes."""
+    """A handset feeding int8 buffers gets the int8 codeword that the runner dequantizes."""
     result = artifact("clnet64", "int8")
-    runner = LiteRTModel(result.path)
+    model = open_litert(result.path)
     x = quantize(evaluation[:1], result.input.scale, result.input.zero_point, np.int8)
-    raw = runner.run_raw(x)
+    (raw,) = model([x])
     assert raw.dtype == np.int8 and raw.shape == result.output.shape
     dequantized = dequantize(raw, result.output.scale, result.output.zero_point)
-    np.testing.assert_allclose(runner.run(evaluation[:1]), dequantized, rtol=0, atol=1e-7)
+    (floats,) = run_model_outputs(model, evaluation[:1], None, result.path)
+    np.testing.assert_allclose(floats, dequantized, rtol=0, atol=1e-7)
 
 
 def test_int8_float_io_wraps_the_same_integer_graph(artifact, evaluation):
     integer_io = artifact("clnet64", "int8")
     float_io = artifact("clnet64", "int8", io="float")
-    runner = LiteRTModel(float_io.path)
-    assert runner.input_dtype == np.float32 and runner.output_dtype == np.float32
+    model = open_litert(float_io.path)
+    assert model.inputs[0]["dtype"] == model.outputs[0]["dtype"] == "float32"
     assert float_io.io_dtype == "float32" and float_io.input.scale is None
     assert {"QUANTIZE", "DEQUANTIZE"} <= set(float_io.ops)
     assert float_io.float_ops == ()
     # Same quantized graph: results agree to one output step.
     step = integer_io.output.scale
-    difference = np.abs(encode_csi(runner, evaluation) - encode_csi(integer_io.path, evaluation))
+    difference = np.abs(
+        encode_csi(float_io.path, evaluation) - encode_csi(integer_io.path, evaluation)
+    )
     assert difference.max() <= step * 1.01
 
 
@@ -226,7 +235,7 @@ def test_float_io_file_converts_back_to_integer_io(artifact, evaluation, tmp_pat
     assert "DEQUANTIZE" not in info.ops
     assert info.op_count == integer_io.op_count
     np.testing.assert_array_equal(
-        LiteRTModel(path).run(evaluation), LiteRTModel(integer_io.path).run(evaluation)
+        encode_csi(path, evaluation), encode_csi(integer_io.path, evaluation)
     )
 
 
@@ -274,7 +283,7 @@ def test_nhwc_signature_gives_nchw_results(artifact, evaluation, precision):
     nhwc = artifact("clnet64", precision, layout="nhwc")
     assert nhwc.input.shape == (1, 32, 32, 2) and nhwc.layout == "nhwc"
     channel_last = np.ascontiguousarray(evaluation.transpose(0, 2, 3, 1))
-    direct = LiteRTModel(nhwc.path).run(channel_last)
+    direct = flat_codeword(run_model_outputs(open_litert(nhwc.path), channel_last, None, nhwc.path))
     tolerance = 1e-5 if precision == "fp32" else nchw.output.scale * 1.01
     assert np.abs(direct - encode_csi(nchw.path, evaluation)).max() <= tolerance
     np.testing.assert_array_equal(encode_csi(nhwc.path, evaluation), direct)
@@ -283,56 +292,47 @@ def test_nhwc_signature_gives_nchw_results(artifact, evaluation, precision):
 # --- runner ---------------------------------------------------------------------------------
 
 
-def test_runner_loops_a_batch_over_the_fixed_batch_one_signature(artifact, evaluation):
-    runner = LiteRTModel(artifact("clnet64", "fp32").path, num_threads=2)
-    assert runner.input_shape == (1, 2, 32, 32) and not runner.dynamic_batch
-    batched = runner.run(evaluation[:5])
-    one_by_one = np.concatenate([runner.run(evaluation[i : i + 1]) for i in range(5)])
-    np.testing.assert_array_equal(batched, one_by_one)
-
-
-def test_runner_rejects_wrong_inputs(artifact, evaluation):
-    runner = LiteRTModel(artifact("clnet64", "int8").path)
-    with pytest.raises(DataError, match="must be int8"):
-        runner.run_raw(evaluation[:1])
-    with pytest.raises(ShapeError, match=r"\(N, 2, 32, 32\)"):
-        runner.run(evaluation[:, :1])
-    with pytest.raises(ShapeError, match="exactly"):
-        runner.run_raw(np.zeros((2, 2, 32, 32), dtype=np.int8))
-    with pytest.raises(DataError, match="NaN"):
-        runner.run(np.full((1, 2, 32, 32), np.nan, dtype=np.float32))
-    with pytest.raises(ShapeError, match=r"\(N, 2, 32, 32\)"):
-        encode_csi(runner, evaluation.transpose(0, 2, 3, 1))
+def test_runner_rejects_csi_of_the_wrong_shape(artifact, evaluation):
+    with pytest.raises(runner.Skip, match=r"per-sample shape \(1, 32, 32\)"):
+        encode_csi(artifact("clnet64", "int8").path, evaluation[:, :1])
 
 
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
-def test_latency_is_measured_on_the_files_own_dtype(artifact, precision):
-    result = litert_latency(artifact("clnet64", precision).path, (2, 32, 32), 20, warmup=2)
+def test_quick_latency_runs_the_files_own_dtype(artifact, precision):
+    result = runner.quick_latency("litert", artifact("clnet64", precision).path, 20, warmup=2)
     assert result.runtime.startswith("ai_edge_litert ")
-    assert (result.threads, result.batch, result.runs) == (1, 1, 20)
+    assert (result.threads, result.batch, result.runs, result.warmup) == (1, 1, 20, 2)
     assert 0 < result.min_us <= result.p50_us <= result.p90_us
-    with pytest.raises(ShapeError):
-        litert_latency(artifact("clnet64", precision).path, (2, 16, 16), 1)
+    assert set(result.to_dict()) == {
+        "runtime",
+        "threads",
+        "batch",
+        "runs",
+        "warmup",
+        "p50_us",
+        "p90_us",
+        "min_us",
+    }
 
 
-def test_interpreter_selection_falls_back_to_the_next_runtime(artifact, evaluation):
-    choice = _load_interpreter_class(("csideploy_no_such_runtime", "ai_edge_litert"))
-    assert choice.runtime == "ai_edge_litert"
-    assert choice.interpreter_class.__module__ == "ai_edge_litert.interpreter"
-    assert choice.skipped[0].startswith("csideploy_no_such_runtime: ModuleNotFoundError")
-
+def test_interpreter_selection_falls_back_to_the_next_runtime(artifact, evaluation, monkeypatch):
     path = artifact("clnet64", "fp32").path
-    fallback = LiteRTModel(path, runtimes=("csideploy_no_such_runtime", "ai_edge_litert"))
-    assert fallback.runtime == "ai_edge_litert"
-    np.testing.assert_array_equal(fallback.run(evaluation), LiteRTModel(path).run(evaluation))
+    preferred = encode_csi(path, evaluation)
+    monkeypatch.setattr(runner, "LITERT_PACKAGES", ("csideploy_no_such_runtime", "ai_edge_litert"))
+    interpreter_class, package = runner.load_litert()
+    assert package == "ai_edge_litert"
+    assert interpreter_class.__module__ == "ai_edge_litert.interpreter"
+    np.testing.assert_array_equal(encode_csi(path, evaluation), preferred)
 
 
-def test_no_interpreter_names_the_tflite_extra():
-    with pytest.raises(MissingDependencyError) as error:
-        _load_interpreter_class(("csideploy_missing_a", "csideploy_missing_b"))
+def test_no_interpreter_names_every_package_tried(monkeypatch):
+    monkeypatch.setattr(runner, "LITERT_PACKAGES", ("csideploy_missing_a", "csideploy_missing_b"))
+    with pytest.raises(runner.Skip) as error:
+        runner.load_litert()
     message = str(error.value)
-    assert "'tflite' extra" in message and "pip install 'csideploy[tflite]'" in message
-    assert "csideploy_missing_a" in message and "csideploy_missing_b" in message
+    assert message.startswith("no LiteRT interpreter importable")
+    assert "csideploy_missing_a: ModuleNotFoundError" in message
+    assert "csideploy_missing_b: ModuleNotFoundError" in message
 
 
 # --- errors and dependencies ----------------------------------------------------------------
@@ -350,7 +350,7 @@ def test_missing_converter_names_the_tflite_extra(monkeypatch, tmp_path, encoder
 
 def test_importing_the_export_modules_does_not_import_the_converter():
     code = (
-        "import sys, csideploy.export.tflite, csideploy.export.litert_runner; "
+        "import sys, csideploy.export.tflite, csideploy.runner; "
         "loaded = [m for m in ('litert_torch', 'torchao', 'ai_edge_litert') if m in sys.modules]; "
         "assert not loaded, loaded"
     )
@@ -361,8 +361,9 @@ def test_runner_needs_neither_torch_nor_the_converter(artifact):
     """A handset team checks an artifact with numpy and LiteRT alone."""
     path = artifact("clnet64", "int8").path
     code = (
-        "import sys, numpy as np; from csideploy.export.litert_runner import encode_csi; "
-        f"codewords = encode_csi({str(path)!r}, np.full((3, 2, 32, 32), 0.5, np.float32)); "
+        "import sys, numpy as np; from csideploy import runner; "
+        f"model = runner.open_model('litert', {str(path)!r}, 1, 1); "
+        "(codewords,) = runner.run_rows(model, np.full((3, 2, 32, 32), 0.5, np.float32)); "
         "assert codewords.shape == (3, 32), codewords.shape; "
         "loaded = [m for m in ('torch', 'litert_torch', 'torchao') if m in sys.modules]; "
         "assert not loaded, loaded"
@@ -419,5 +420,3 @@ def test_unreadable_files_are_data_errors(tmp_path):
     junk.write_bytes(b"\x00" * 64)
     with pytest.raises(DataError):
         inspect_tflite(junk)
-    with pytest.raises(DataError, match="not found"):
-        LiteRTModel(tmp_path / "missing.tflite")

@@ -15,21 +15,30 @@ import pytest
 import torch
 from torch import nn
 
-from csideploy.errors import DataError
-from csideploy.export.litert_runner import (
-    LiteRTModel,
-    encode_csi,
-    encode_csi_outputs,
-    litert_latency,
-)
+from csideploy import runner
+from csideploy.bundle.execute import run_artifact_outputs
 from csideploy.export.tflite import (
     TfliteArtifact,
     TfliteExportConfig,
     export_tflite,
     inspect_tflite,
 )
-from csideploy.models import build, dualnet_mp, lora
+from csideploy.models import build
+from csideploy.models.ue_graph import flat_codeword
+from csideploy.models.zoo import dualnet_mp, lora
 from csideploy.models.zoo.dualnet_mp import CircularConv2d
+
+
+def encode_csi_outputs(path, csi: np.ndarray) -> list[np.ndarray]:
+    """Every output (N, M_k) of NCHW CSI as the export's gate runs a .tflite file: quantized
+    outputs dequantized, integer outputs without a scale as their levels."""
+    return [y.reshape(len(y), -1) for y in run_artifact_outputs("litert", path, csi)]
+
+
+def encode_csi(path, csi: np.ndarray) -> np.ndarray:
+    """The decoder's float codeword (N, M): every output as float32, concatenated."""
+    return flat_codeword(run_artifact_outputs("litert", path, csi))
+
 
 DUALNET_NAMES = ("magnitude", "phase", "sign")
 DUALNET_SPECS = (("int8", (1, 256)), ("int8", (1, 128)), ("uint8", (1, 256)))
@@ -132,10 +141,10 @@ def test_dualnet_fp32_outputs_are_named_typed_and_shaped(artifact):
     assert result.output == result.outputs[0]
     assert inspect_tflite(result.path).outputs == result.outputs
 
-    runner = LiteRTModel(result.path)
-    assert runner.output_names == DUALNET_NAMES
-    assert runner.output_dtypes == (np.dtype(np.int8), np.dtype(np.int8), np.dtype(np.uint8))
-    assert [d["quantization"] for d in runner.output_details] == [(0.0, 0)] * 3
+    model = runner.open_model("litert", result.path, 1, 1)
+    assert tuple(spec["name"] for spec in model.outputs) == DUALNET_NAMES
+    assert [spec["dtype"] for spec in model.outputs] == ["int8", "int8", "uint8"]
+    assert [spec["scale"] for spec in model.outputs] == [None] * 3
     summary = result.to_dict()
     assert [o["name"] for o in summary["outputs"]] == list(DUALNET_NAMES)
     assert summary["output"] == summary["outputs"][0]
@@ -177,9 +186,9 @@ def test_dualnet_full_integer_keeps_integer_outputs(artifact, graphs, evaluation
     # So does the feature math on the input (|H|, cos = re / |H|) before the first conv.
     assert {"SQRT", "DIV"} <= set(result.float_ops)
 
-    runner = LiteRTModel(result.path)
-    assert [d["quantization"] for d in runner.output_details] == [(0.0, 0)] * 3
-    outputs = encode_csi_outputs(runner, evaluation)
+    model = runner.open_model("litert", result.path, 1, 1)
+    assert [spec["scale"] for spec in model.outputs] == [None] * 3
+    outputs = encode_csi_outputs(result.path, evaluation)
     magnitude, phase, sign = _torch_outputs(graphs["dualnet"], evaluation)
     # Loose bounds: the untrained branches see int8 features (measured: magnitude 2.5 % of
     # entries off, max 1 level; phase 29 %, max 3, mean 0.29; sign 0.02 %, the imaginary
@@ -207,20 +216,16 @@ def test_dualnet_dynamic_range_runs(artifact, graphs, evaluation):
 
 def test_multi_output_runner_api(artifact, evaluation):
     path = artifact("dualnet", "fp32").path
-    runner = LiteRTModel(path)
-    with pytest.raises(DataError, match=r"3 outputs \(magnitude, phase, sign\).*run_outputs"):
-        runner.run(evaluation[:1])
-    with pytest.raises(DataError, match="run_raw_outputs"):
-        runner.run_raw(evaluation[:1])
-    with pytest.raises(DataError, match="encode_csi_outputs"):
-        encode_csi(path, evaluation[:1])
-    raw = runner.run_raw_outputs(evaluation[:1])
+    model = runner.open_model("litert", path, 1, 1)
+    raw = model([evaluation[:1]])
     assert [y.shape for y in raw] == [(1, 256), (1, 128), (1, 256)]
-    batched = runner.run_outputs(evaluation[:3])
-    one_by_one = [runner.run_outputs(evaluation[i : i + 1]) for i in range(3)]
-    for k, y in enumerate(batched):
+    rows = runner.run_rows(model, evaluation[:3])
+    one_by_one = [runner.run_rows(model, evaluation[i : i + 1]) for i in range(3)]
+    for k, y in enumerate(rows):
         np.testing.assert_array_equal(y, np.concatenate([o[k] for o in one_by_one]))
-    latency = litert_latency(path, (2, 32, 32), 5, warmup=1)
+    with pytest.raises(runner.Skip, match=r"outputs \['magnitude', 'phase', 'sign'\]"):
+        run_artifact_outputs("litert", path, evaluation[:1], ["magnitude", "sign"])
+    latency = runner.quick_latency("litert", path, 5, warmup=1)
     assert 0 < latency.min_us <= latency.p50_us
 
 
@@ -315,7 +320,8 @@ def test_outputs_keep_torch_order_and_names(tmp_path, evaluation):
     result = export_tflite(module, tmp_path / "heads.tflite", precision="fp32", output_names=names)
     assert tuple(o.name for o in result.outputs) == names
     assert tuple(o.name for o in inspect_tflite(result.path).outputs) == names
-    assert LiteRTModel(result.path).output_names == names
+    model = runner.open_model("litert", result.path, 1, 1)
+    assert tuple(spec["name"] for spec in model.outputs) == names
     outputs = encode_csi_outputs(result.path, evaluation[:4])
     expected = _torch_outputs(module, evaluation[:4])
     for k, (y, reference) in enumerate(zip(outputs, expected, strict=True)):

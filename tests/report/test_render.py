@@ -134,7 +134,7 @@ def test_report_single_directory(benched_copy: Path) -> None:
     assert "| artifact | runtime | threads | p50 |" in md
     assert "| file | side | precision | size | params | MACs | latency p50 |" in md
     assert "| encoder.int8.onnx | UE | int8 |" in md
-    assert "| 66,036 | " in md  # encoder params (the manifest's count comes first)
+    assert "| 66,036 | " in md  # encoder params: bench counts those of the manifest's model
     assert "| -27.50 dB | +1.600 dB | 0.0032 (codeword) | passed |" in md
     assert f"## What to ship\n\n**{ship}**. {ship} passed its 1 gate(s)" in md
     assert "](plots/" not in md
@@ -182,7 +182,8 @@ def test_rows_read_numerics_by_key(benched_copy: Path) -> None:
     assert [g.name for g in int8.gates] == ["NMSE drop (dB)", "codeword fidelity"]
     assert int8.extra == {"kept_float_layers": "encoder.fc"}
     assert int8.latency is not None and int8.latency.source == "bench"
-    assert (rows["decoder.onnx"].params, rows["decoder.onnx"].nmse_db) == (69362, None)
+    # numerics.json's sizes.params_decoder: the manifest records no counts
+    assert (rows["decoder.onnx"].params, rows["decoder.onnx"].nmse_db) == (70000, None)
     html = render_report([benched_copy]).html.read_text()
     assert "codeword fidelity" in html and "kept_float_layers" in html
 
@@ -232,8 +233,8 @@ def test_report_without_perf_has_sizes(artifact_dir: Path, tmp_path: Path) -> No
     files = render_report([folder])
     md = files.markdown.read_text()
     assert "No latency measured yet" in md
-    assert "| encoder.int8.tflite | UE | int8 |" in md
-    assert "66,036" in md  # encoder params from the manifest
+    assert "| encoder.int8.tflite | UE | int8 |" in md  # the manifest's artifacts[].precision
+    assert "66,036" not in md  # the manifest records no counts; numerics.json or perf.json do
     assert files.plots == ()
 
 

@@ -12,6 +12,15 @@ or an emulated root and run there as it is::
 It prints one JSON document (schema ``csideploy.perf/1``) on stdout. `csideploy bench` runs this
 same file in a subprocess, locally or over ssh, so there is one timing method everywhere.
 
+This module is csideploy's only home of the runtime adapters (`open_model`: ONNX Runtime,
+LiteRT, ExecuTorch), of input quantization and output dequantization, and of the timing loop
+(`time_calls`, `latency_summary`, `quick_latency`): the export's gates and quick latency, the
+golden vectors, `verify` and `bench` all import it. It imports nothing from csideploy and stays
+one file, the one module over the project's size limit: bundles ship it unchanged as
+``runner.py`` and handset teams run ``python runner.py`` beside the model files, with no
+package to install, no ``-m`` and no folder layout to keep. It reads a bundle's
+``manifest.json`` by the schema's keys only (`manifest_facts`).
+
 Each (artifact, runtime, threads) is measured in a fresh child process with the thread
 variables set before anything is imported, so that its peak RSS belongs to that artifact alone:
 load time, first inference, `--warmup` untimed runs, then `--runs` runs each timed with
@@ -35,6 +44,7 @@ import platform
 import subprocess
 import sys
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -98,9 +108,6 @@ class Skip(Exception):
     """A measurement that cannot run here (runtime missing, batch not supported)."""
 
 
-# --------------------------------------------------------------------------- statistics
-
-
 def latency_summary(timings_ns: Any) -> dict[str, float | int]:
     """Percentiles (numpy, linear interpolation), min, max, mean and std of per-run timings.
 
@@ -158,9 +165,6 @@ def latency_floor(
         "memory_us": None if memory_us is None else round(memory_us, 4),
         "peak_factor": factor,
     }
-
-
-# --------------------------------------------------------------------------- the machine
 
 
 def _read_text(path: str) -> str:
@@ -276,21 +280,6 @@ def machine_info(emulated: str | None = None) -> dict[str, Any]:
     }
 
 
-# --------------------------------------------------------------------------- artifacts
-
-
-def artifact_precision(name: str) -> str:
-    """fp32 / fp16 / int8 / dynamic from the conventional file name tokens."""
-    tokens = set(Path(name).name.lower().replace("-", ".").replace("_", ".").split("."))
-    if tokens & {"dyn", "dynamic", "drq"}:
-        return "dynamic"
-    if tokens & {"int8", "qdq", "quant", "quantized", "uint8", "qint8"}:
-        return "int8"
-    if tokens & {"fp16", "float16", "half"}:
-        return "fp16"
-    return "fp32"
-
-
 def artifact_role(name: str) -> str:
     """'decoder' for the BS-side graph (file stem starting with 'decoder'), else 'encoder'."""
     return "decoder" if Path(name).name.lower().startswith("decoder") else "encoder"
@@ -337,90 +326,28 @@ def file_sizes(path: Path) -> dict[str, Any]:
     }
 
 
-def _walk(node: Any, trail: tuple[str, ...] = ()) -> Any:
-    """Every (key trail, dict) pair in a JSON tree, depth first."""
-    if isinstance(node, dict):
-        yield trail, node
-        for key, value in node.items():
-            yield from _walk(value, (*trail, str(key)))
-    elif isinstance(node, list):
-        for index, value in enumerate(node):
-            yield from _walk(value, (*trail, str(index)))
+def manifest_facts(manifest: Any, name: str) -> dict[str, Any]:
+    """Precision, model name and CR of one file, read by key from a csideploy manifest.
 
-
-def _as_int(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, (int, float)) and value > 0:
-        return int(value)
-    return None
-
-
-def manifest_facts(manifest: Any, artifact: str, role: str) -> dict[str, Any]:
-    """Params, MACs, precision, model name and CR for one file from a manifest of any layout.
-
-    Looks first for an entry that names the file (a dict holding the file name as a value, or
-    keyed by it), then for role-specific keys anywhere (`params_encoder`, `encoder_macs`, ...),
-    then for generic `params` / `macs` inside a section whose path names the role. Anything not
-    found is None; nothing here raises on an unexpected layout.
+    The keys are the manifest schema's: `artifacts[].file` / `artifacts[].precision` and
+    `model.name` / `model.cr`. A value that is missing or of the wrong type is None: the
+    runner reads the manifest it was shipped with, and a file the manifest does not list (the
+    BS-side decoder, loose files) has no declared precision.
     """
-    facts: dict[str, Any] = {"params": None, "macs": None, "precision": None}
+    facts: dict[str, Any] = {"precision": None, "model": None, "cr": None}
     if not isinstance(manifest, dict):
-        return {**facts, "model": None, "cr": None}
-    base = Path(artifact).name
-
-    def pick(section: dict[str, Any], keys: tuple[str, ...]) -> int | None:
-        for key in keys:
-            for actual, value in section.items():
-                if str(actual).lower() == key and _as_int(value):
-                    return _as_int(value)
-        return None
-
-    entry_sections = [
-        d
-        for trail, d in _walk(manifest)
-        if any(isinstance(v, str) and Path(v).name == base for v in d.values())
-        or (trail and trail[-1] in (artifact, base))
-    ]
-    generic_params = ("params", "num_params", "parameters", "param_count")
-    generic_macs = ("macs", "num_macs", "mac_count", "multiply_accumulates")
-    role_params = (f"params_{role}", f"{role}_params", f"{role}_num_params")
-    role_macs = (f"macs_{role}", f"{role}_macs", f"{role}_num_macs")
-    for section in entry_sections:
-        facts["params"] = facts["params"] or pick(section, generic_params + role_params)
-        facts["macs"] = facts["macs"] or pick(section, generic_macs + role_macs)
-        for key in ("precision", "dtype", "quantization"):
-            if isinstance(section.get(key), str) and not facts["precision"]:
-                facts["precision"] = section[key]
-    sections = list(_walk(manifest))
-    for _, section in sections:
-        facts["params"] = facts["params"] or pick(section, role_params)
-        facts["macs"] = facts["macs"] or pick(section, role_macs)
-    for trail, section in sections:
-        if any(role in part.lower() for part in trail):
-            facts["params"] = facts["params"] or pick(section, generic_params)
-            facts["macs"] = facts["macs"] or pick(section, generic_macs)
-    facts["model"], facts["cr"] = _model_and_cr(manifest)
+        return facts
+    entries = manifest.get("artifacts")
+    for entry in entries if isinstance(entries, list) else []:
+        if isinstance(entry, dict) and entry.get("file") == name:
+            precision = entry.get("precision")
+            facts["precision"] = precision if isinstance(precision, str) else None
+    model = manifest.get("model")
+    if isinstance(model, dict):
+        facts["model"] = model.get("name") if isinstance(model.get("name"), str) else None
+        cr = model.get("cr")
+        facts["cr"] = cr if isinstance(cr, int) and not isinstance(cr, bool) and cr > 0 else None
     return facts
-
-
-def _model_and_cr(manifest: dict[str, Any]) -> tuple[str | None, int | None]:
-    model: str | None = None
-    cr: int | None = None
-    for _, section in _walk(manifest):
-        for key in ("model", "model_name", "name", "architecture"):
-            value = section.get(key)
-            if model is None and isinstance(value, str) and value and "." not in value:
-                model = value
-        for key in ("cr", "compression_ratio", "reduction"):
-            value = section.get(key)
-            if cr is None and _as_int(value):
-                cr = _as_int(value)
-            elif cr is None and isinstance(value, str) and value.startswith("1/"):
-                cr = _as_int(int(value[2:])) if value[2:].isdigit() else None
-        if model and cr:
-            break
-    return model, cr
 
 
 def load_manifest(root: Path | None, explicit: str | None) -> tuple[Any, str | None]:
@@ -429,12 +356,13 @@ def load_manifest(root: Path | None, explicit: str | None) -> tuple[Any, str | N
     if path is None or not path.is_file():
         return None, None
     try:
-        return json.loads(path.read_text(encoding="utf-8")), None
+        manifest = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
-        return None, f"{path}: unreadable manifest ({error}); params and MACs unknown"
+        return None, f"{path}: unreadable manifest ({error}); precision, model and CR unknown"
+    if not isinstance(manifest, dict):
+        return None, f"{path}: not a JSON object; precision, model and CR unknown"
+    return manifest, None
 
-
-# --------------------------------------------------------------------------- runtimes
 
 _ORT_DTYPES = {
     "tensor(float)": "float32",
@@ -635,9 +563,6 @@ def open_model(
     raise Skip(f"unknown runtime {runtime!r}")
 
 
-# --------------------------------------------------------------------------- inputs
-
-
 def quantize(x: Any, scale: float, zero_point: int, dtype: str) -> Any:
     """Affine quantization as TFLite's QUANTIZE kernel does it (round half away from zero)."""
     import numpy as np
@@ -705,6 +630,30 @@ def as_float_output(y: Any, spec: dict[str, Any]) -> Any:
     return np.asarray(y, dtype=np.float32) if np.asarray(y).dtype.kind == "f" else np.asarray(y)
 
 
+def run_rows(model: Any, rows: Any) -> list[Any]:
+    """Every output of `model` on float `rows` (N, ...), a batch at a time, as the file
+    returns it (integer outputs stay integer; `as_float_output` dequantizes).
+
+    The rows are fitted to the file's layout and quantized for integer input; further inputs
+    (side information) get the seeded uniform batch of `make_feeds`. The golden vectors,
+    `verify`, the export's gates and `--save-outputs` all run files through here.
+    """
+    import numpy as np
+
+    spec = model.inputs[0]
+    batch = spec["shape"][0]
+    samples = fit_layout(np.asarray(rows, dtype=np.float32), spec["shape"][1:], spec["name"])
+    if len(samples) % batch:
+        raise Skip(f"{len(samples)} input rows are not a multiple of the batch {batch}")
+    chunks: list[list[Any]] = [[] for _ in model.outputs]
+    for start in range(0, len(samples), batch):
+        feeds = [to_input_dtype(samples[start : start + batch], spec)]
+        feeds += make_feeds(model.inputs[1:], None, 0)
+        for k, y in enumerate(model(feeds)):
+            chunks[k].append(np.asarray(y).copy())
+    return [np.concatenate(chunk) for chunk in chunks]
+
+
 def save_outputs(model: Any, golden: Any, out_dir: Path, stem: str) -> list[str]:
     """Run every row of `golden` (a batch at a time) and save the outputs as .npy files.
 
@@ -714,21 +663,11 @@ def save_outputs(model: Any, golden: Any, out_dir: Path, stem: str) -> list[str]
     """
     import numpy as np
 
-    spec = model.inputs[0]
-    batch = spec["shape"][0]
-    samples = fit_layout(golden, spec["shape"][1:], spec["name"])
-    if len(samples) % batch:
-        raise Skip(f"{len(samples)} input rows are not a multiple of the batch {batch}")
-    chunks: list[list[Any]] = [[] for _ in model.outputs]
-    for start in range(0, len(samples), batch):
-        feeds = [to_input_dtype(samples[start : start + batch], spec)]
-        feeds += make_feeds(model.inputs[1:], None, 0)
-        for k, y in enumerate(model(feeds)):
-            chunks[k].append(np.asarray(y).copy())
+    outputs = run_rows(model, golden)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for k, out_spec in enumerate(model.outputs):
-        raw = np.concatenate(chunks[k])
+        raw = outputs[k]
         suffix = "" if k == 0 else f".{k}"
         np.save(out_dir / f"{stem}{suffix}.npy", as_float_output(raw, out_spec))
         written.append(f"{stem}{suffix}.npy")
@@ -741,9 +680,6 @@ def save_outputs(model: Any, golden: Any, out_dir: Path, stem: str) -> list[str]
 def output_stem(name: str) -> str:
     """A flat file stem for an artifact's outputs: its relative name with '/' as '__'."""
     return name.replace("\\", "/").replace("/", "__")
-
-
-# --------------------------------------------------------------------------- measuring
 
 
 def peak_rss_bytes() -> int | None:
@@ -771,6 +707,61 @@ def time_calls(call: Any, feeds: Any, warmup: int, runs: int) -> tuple[Any, int,
         call(feeds)
         timings.append(time.perf_counter_ns() - started)
     return outputs, first_ns, timings
+
+
+QUICK_RUNS = 200
+QUICK_WARMUP = 20
+
+
+@dataclass(frozen=True)
+class LatencyResult:
+    """A quick latency of one file, in microseconds: what the export records per artifact."""
+
+    runtime: str
+    threads: int
+    batch: int
+    runs: int
+    warmup: int
+    p50_us: float
+    p90_us: float
+    min_us: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def quick_latency(
+    runtime: str,
+    path: Path,
+    runs: int = QUICK_RUNS,
+    *,
+    warmup: int = QUICK_WARMUP,
+    threads: int = 1,
+) -> LatencyResult:
+    """p50 / p90 / min of one batch-1 call in this process, with the same adapters, inputs
+    (uniform [0, 1), seed 0, quantized for integer I/O) and timing loop as a full measurement.
+
+    A sanity figure for the machine that runs the export; `measure` in a fresh process per
+    file is the benchmark.
+    """
+    if runs < 1 or warmup < 0:
+        raise ValueError(f"runs must be >= 1 and warmup >= 0, got {runs}, {warmup}")
+    model = open_model(runtime, Path(path), threads, 1)
+    model.check_batch(1)
+    feeds = make_feeds(model.inputs, None, 0)
+    _, _, timings = time_calls(model, feeds, warmup, runs)
+    summary = latency_summary(timings)
+    package = getattr(model, "package", runtime)
+    return LatencyResult(
+        runtime=f"{package} {model.version}",
+        threads=threads,
+        batch=1,
+        runs=runs,
+        warmup=warmup,
+        p50_us=round(float(summary["p50"]), 1),
+        p90_us=round(float(summary["p90"]), 1),
+        min_us=round(float(summary["min"]), 1),
+    )
 
 
 def measure(spec: dict[str, Any]) -> dict[str, Any]:
@@ -927,9 +918,9 @@ def _thread_env(threads: int) -> dict[str, str]:
     return env
 
 
-def _run_worker(payload: dict[str, Any], threads: int, timeout: float) -> dict[str, Any]:
-    """Run `--worker` in a fresh interpreter; a crash or timeout becomes an error record."""
-    command = [sys.executable, os.path.abspath(__file__), "--worker", json.dumps(payload)]
+def run_json_worker(command: list[str], threads: int, timeout: float) -> dict[str, Any]:
+    """Run `command` in a fresh interpreter whose thread variables are `threads`, and return
+    the last JSON object it printed; a crash or a timeout becomes an error record."""
     try:
         done = subprocess.run(
             command,
@@ -948,6 +939,12 @@ def _run_worker(payload: dict[str, Any], threads: int, timeout: float) -> dict[s
     return {"status": "error", "reason": f"worker exited with code {done.returncode}: {tail}"}
 
 
+def _run_worker(payload: dict[str, Any], threads: int, timeout: float) -> dict[str, Any]:
+    """This file's `--worker` on one measurement, in a fresh interpreter."""
+    command = [sys.executable, os.path.abspath(__file__), "--worker", json.dumps(payload)]
+    return run_json_worker(command, threads, timeout)
+
+
 def _dispatch(
     payload: dict[str, Any], threads: int, isolation: str, timeout: float
 ) -> dict[str, Any]:
@@ -959,9 +956,6 @@ def _dispatch(
         return measure(payload)
     except Exception as error:  # one failing file must not stop the others
         return {"status": "error", "reason": f"{type(error).__name__}: {error}"}
-
-
-# --------------------------------------------------------------------------- the command
 
 
 def parse_list(text: str, cast: Any = str) -> list[Any]:
@@ -1009,16 +1003,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for path in files:
         name = _relative_name(path, root)
         role = artifact_role(name)
-        facts = manifest_facts(manifest, name, role)
+        facts = manifest_facts(manifest, name)
         entry = {
             "name": name,
             "path": str(path),
             "format": FORMATS[path.suffix.lower()],
             "role": role,
-            "precision": facts["precision"] or artifact_precision(name),
+            "precision": facts["precision"],
             **file_sizes(path),
-            "params": facts["params"],
-            "macs": facts["macs"],
+            "params": None,  # not in the manifest; `csideploy bench` counts them
+            "macs": None,
             "model": facts["model"],
             "cr": facts["cr"],
         }
