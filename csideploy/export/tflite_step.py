@@ -31,9 +31,10 @@ from csideploy.export.recipe import (
     float_gate,
     register_format,
 )
-from csideploy.export.tflite import TensorSpec, TfliteArtifact, export_tflite
+from csideploy.formats.tflite import TensorSpec, TfliteArtifact
 from csideploy.models.ue_graph import flat_codeword
 from csideploy.quantize.fidelity import check_fidelity
+from csideploy.quantize.tflite_pt2e import pt2e_export_tflite
 from csideploy.quantize.torch_plan import planned_encoder
 
 TFLITE_FILES = {
@@ -65,7 +66,7 @@ def _export(context: ExportContext, precision: str) -> ArtifactResult:
             planner, plan = layer_plan(context)
             encoder, layers = planned_encoder(encoder, plan.nodes, planner.equalizations)
             io = "float"
-    artifact = export_tflite(
+    artifact = pt2e_export_tflite(
         encoder,
         context.staging / file,
         precision=precision,

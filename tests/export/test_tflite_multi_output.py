@@ -22,7 +22,7 @@ from csideploy.export.litert_runner import (
     encode_csi_outputs,
     litert_latency,
 )
-from csideploy.export.tflite import (
+from csideploy.formats.tflite import (
     TfliteArtifact,
     TfliteExportConfig,
     export_tflite,
@@ -30,6 +30,7 @@ from csideploy.export.tflite import (
 )
 from csideploy.models import build, dualnet_mp, lora
 from csideploy.models.dualnet_mp import CircularConv2d
+from csideploy.quantize.tflite_pt2e import pt2e_export_tflite
 
 DUALNET_NAMES = ("magnitude", "phase", "sign")
 DUALNET_SPECS = (("int8", (1, 256)), ("int8", (1, 128)), ("uint8", (1, 256)))
@@ -106,7 +107,7 @@ def artifact(
         key = (graph, precision, io, layout)
         if key not in cache:
             names = {"dualnet": DUALNET_NAMES, "lsq": ("codeword",)}.get(graph)
-            cache[key] = export_tflite(
+            cache[key] = pt2e_export_tflite(
                 graphs[graph],
                 out_dir / f"{graph}-{precision}-{io}-{layout}.tflite",
                 precision=precision,
@@ -331,7 +332,7 @@ def test_full_integer_float_output_follows_io_integer_output_does_not(
     output is the raw int8 levels either way, though the float value also feeds the levels."""
     torch.manual_seed(6)
     module = LevelsAndValue().eval()
-    result = export_tflite(
+    result = pt2e_export_tflite(
         module,
         tmp_path / f"mixed-{io}.tflite",
         precision="int8",
