@@ -38,7 +38,8 @@ from csideploy.export.litert_runner import LiteRTModel, encode_csi
 from csideploy.export.numerics import encoder_numerics
 from csideploy.export.onnx_export import OnnxRunner
 from csideploy.export.quantize_onnx import preprocess
-from csideploy.export.recipe import ExportConfig, run_export
+from csideploy.pipeline.config import ExportConfig
+from csideploy.pipeline.run import run_export
 
 
 def ort_default(float_path: Path, out: Path, calibration: np.ndarray, work: Path) -> Path:
@@ -116,7 +117,7 @@ def main() -> None:
         max_nmse_drop=float("inf"), min_codeword_sqnr=-float("inf"),
         max_fidelity_nmse=float("inf"), latency_runs=1,
     ))  # fmt: skip
-    from csideploy.export.recipe import load_step, split_step
+    from csideploy.pipeline.steps import load_step, split_step
 
     split = split_step(
         load_step(ExportConfig(model=args.model, checkpoint=args.checkpoint))[0].model

@@ -187,8 +187,10 @@ def export_command(
 ) -> None:
     """Export the UE encoder (ONNX, TFLite; float and INT8) and the BS decoder, gated."""
     from csideploy.export.numerics import NmseGateError
-    from csideploy.export.recipe import CalibrationWarning, ExportConfig, run_export
     from csideploy.models.registry import resolve_model_name
+    from csideploy.pipeline.config import ExportConfig
+    from csideploy.pipeline.run import run_export
+    from csideploy.pipeline.steps import CalibrationWarning
 
     config = ExportConfig(
         model=resolve_model_name(model_name, latent),

@@ -1,13 +1,9 @@
-"""Export: split a trained model, write ONNX (and INT8) artifacts, gate their numerics.
+"""Export building blocks: numerics gates, ONNX export, ONNX INT8, latency.
 
-    from csideploy.export import ExportConfig, run_export
-    result = run_export(ExportConfig(model="clnet", int8="static"))
-
-The steps `run_export` runs are public too (`load_step`, `split_step`, `calibration_step`,
-`evaluation_step`, `reference_step`, `onnx_step`, `measure_step`, `write_step`), as are the
-building blocks (`export_onnx`, `quantize_static_onnx`, `quantize_dynamic_onnx`,
-`layer_sqnr`, `onnx_latency`). The option constants below are importable without loading
-torch or onnx, so the command line starts fast; everything else is loaded on first use.
+The export itself is `csideploy.pipeline` (`run_export(ExportConfig(...))`). The building
+blocks here (`export_onnx`, `quantize_static_onnx`, `quantize_dynamic_onnx`, `layer_sqnr`,
+`onnx_latency`) load on first use. The option constants below are importable without loading
+torch or onnx, so the command line starts fast.
 """
 
 from __future__ import annotations
@@ -28,30 +24,6 @@ DEFAULT_MAX_FIDELITY_NMSE_DB = -15.0
 INT8_LAYER_CHOICES = ("auto", "accuracy", "all")
 
 _LAZY = {
-    "recipe": (
-        "ArtifactResult",
-        "CheckpointSummary",
-        "CsiSet",
-        "ExportConfig",
-        "ExportContext",
-        "ExportResult",
-        "FORMAT_STEPS",
-        "FormatStep",
-        "ModelSizes",
-        "SplitModel",
-        "calibration_step",
-        "evaluation_step",
-        "export_decoder_onnx",
-        "export_encoder_onnx",
-        "load_step",
-        "measure_step",
-        "onnx_step",
-        "reference_step",
-        "register_format",
-        "run_export",
-        "split_step",
-        "write_step",
-    ),
     "onnx_export": ("OnnxGraphInfo", "OnnxRunner", "export_onnx", "inspect_onnx"),
     "quantize_onnx": (
         "LayerError",
@@ -70,7 +42,6 @@ _LAZY = {
         "check_parity",
     ),
     "latency": ("LatencyResult", "onnx_latency"),
-    "int8_onnx_step": ("quantize_encoder_onnx",),
 }
 _WHERE = {name: module for module, names in _LAZY.items() for name in names}
 

@@ -241,6 +241,10 @@ class _Boundary(nn.Module):
         return self.encoder(csi)
 
 
+_Boundary.__module__ = "csideploy.export.tflite"
+"""The converter writes this wrapper's class path into every tensor name of the file; it is
+pinned so that where the code lives does not change the bytes of the files it writes."""
+
 _INTEGER_OUTPUT_DTYPES = {
     torch.int8: "int8",
     torch.uint8: "uint8",

@@ -28,12 +28,8 @@ from csideploy.export import quantize_onnx as q
 from csideploy.export.numerics import check_nmse_drop, encoder_numerics, float_reference
 from csideploy.export.onnx_export import OnnxRunner, canonicalize, graph_info
 from csideploy.export.quantize_onnx import LayerError, QuantizationParams
-from csideploy.export.recipe import (
-    ArtifactResult,
-    ExportContext,
-    _onnx_artifact,
-    encode_onnx,
-)
+from csideploy.pipeline.onnx_float import _onnx_artifact, encode_onnx
+from csideploy.pipeline.results import ArtifactResult, ExportContext
 from csideploy.quantize import equalize, onnx_graph, onnx_plan
 from csideploy.quantize.fidelity import FidelityLimits, check_fidelity, fidelity_failures
 

@@ -1,6 +1,6 @@
-"""The TFLite format of the export recipe: encoder.tflite, encoder.int8.tflite, encoder.dyn.tflite.
+"""The TFLite format of the export: encoder.tflite, encoder.int8.tflite, encoder.dyn.tflite.
 
-Registered as format "tflite" in `csideploy.export.recipe.FORMAT_STEPS`. Every file is run on
+Registered as format "tflite" in `pipeline.format_steps.FORMAT_STEPS`. Every file is run on
 LiteRT over the evaluation set and held to the same gates as the ONNX files: the fp32 file to
 the codeword max-abs tolerance (integer codewords: the share of levels that differ), the INT8
 files to `--max-nmse-drop` (int8 I/O is quantized and dequantized with the file's own scale and
@@ -14,7 +14,6 @@ from dataclasses import replace
 from pathlib import Path
 
 from csideploy.errors import DataError
-from csideploy.export.int8_onnx_step import layer_plan, limits, uses_layer_plan
 from csideploy.export.latency import LatencyResult
 from csideploy.export.litert_runner import encode_csi_outputs, litert_latency
 from csideploy.export.numerics import (
@@ -24,15 +23,11 @@ from csideploy.export.numerics import (
     encoder_numerics,
 )
 from csideploy.export.onnx_export import TensorInfo
-from csideploy.export.recipe import (
-    ArtifactResult,
-    ExportContext,
-    encoder_precisions,
-    float_gate,
-    register_format,
-)
 from csideploy.formats.tflite import TensorSpec, TfliteArtifact
 from csideploy.models.ue_graph import flat_codeword
+from csideploy.pipeline.format_steps import encoder_precisions, float_gate, register_format
+from csideploy.pipeline.int8_onnx_step import layer_plan, limits, uses_layer_plan
+from csideploy.pipeline.results import ArtifactResult, ExportContext
 from csideploy.quantize.fidelity import check_fidelity
 from csideploy.quantize.tflite_pt2e import pt2e_export_tflite
 from csideploy.quantize.torch_plan import planned_encoder
@@ -48,7 +43,6 @@ def _latency(path: Path, input_shape: Sequence[int], runs: int) -> LatencyResult
     return litert_latency(path, runs=runs)
 
 
-@register_format("tflite", latency=_latency)
 def tflite_step(context: ExportContext) -> list[ArtifactResult]:
     """The fp32 TFLite encoder, and with `--int8` the static or dynamic INT8 one."""
     return [_export(context, precision) for precision in encoder_precisions(context.config)]
@@ -131,3 +125,10 @@ def _result(
             "converter": artifact.converter,
         },
     )
+
+
+register_format(
+    "tflite",
+    encoder=lambda context, precision, _written: _export(context, precision),
+    latency=_latency,
+)
