@@ -36,8 +36,8 @@ from csideploy.errors import CsiDeployError
 from csideploy.export.latency import DEFAULT_WARMUP
 from csideploy.export.litert_runner import LiteRTModel, encode_csi
 from csideploy.export.numerics import encoder_numerics
-from csideploy.export.onnx_export import OnnxRunner
 from csideploy.export.quantize_onnx import preprocess
+from csideploy.formats.onnx import OnnxRunner
 from csideploy.pipeline.config import ExportConfig
 from csideploy.pipeline.run import run_export
 

@@ -1,7 +1,7 @@
-"""Export building blocks: numerics gates, ONNX export, ONNX INT8, latency.
+"""Export building blocks: numerics gates, ONNX INT8, latency.
 
 The export itself is `csideploy.pipeline` (`run_export(ExportConfig(...))`). The building
-blocks here (`export_onnx`, `quantize_static_onnx`, `quantize_dynamic_onnx`, `layer_sqnr`,
+blocks here (`quantize_static_onnx`, `quantize_dynamic_onnx`, `layer_sqnr`,
 `onnx_latency`) load on first use. The option constants below are importable without loading
 torch or onnx, so the command line starts fast.
 """
@@ -24,7 +24,6 @@ DEFAULT_MAX_FIDELITY_NMSE_DB = -15.0
 INT8_LAYER_CHOICES = ("auto", "accuracy", "all")
 
 _LAZY = {
-    "onnx_export": ("OnnxGraphInfo", "OnnxRunner", "export_onnx", "inspect_onnx"),
     "quantize_onnx": (
         "LayerError",
         "QuantizationParams",

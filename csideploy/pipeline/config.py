@@ -23,9 +23,13 @@ from csideploy.export import (
 )
 from csideploy.export.latency import DEFAULT_RUNS
 from csideploy.export.numerics import NMSE_CONVENTION
-from csideploy.export.onnx_export import check_opset
+from csideploy.formats import get_format
+from csideploy.formats.base import check_int8
+from csideploy.formats.onnx import check_opset
 
 DEFAULT_OUT_ROOT = "artifacts"
+INT8_PRECISIONS = {"static": "int8", "dynamic": "dynamic"}
+"""`--int8` mode -> the precision of the files it writes."""
 
 
 @dataclass(frozen=True)
@@ -107,6 +111,10 @@ class ExportConfig:
         check_opset(self.opset)
         if not self.formats or len(set(self.formats)) != len(self.formats):
             raise CsiDeployError(f"formats must be distinct and non-empty, got {self.formats}")
+        for name in self.formats:
+            fmt = get_format(name)
+            if self.int8_precision is not None:
+                check_int8(fmt, self.int8_precision)
         if self.hard_sigmoid not in (None, "encoder", "all"):
             raise CsiDeployError(
                 f"--hard-sigmoid must be encoder or all, got {self.hard_sigmoid!r}"
@@ -123,6 +131,11 @@ class ExportConfig:
             raise CsiDeployError(f"--version must be semver (e.g. 1.0.0), got {self.version!r}")
         if self.latency_runs < 0:
             raise CsiDeployError(f"latency_runs must be >= 0, got {self.latency_runs}")
+
+    @property
+    def int8_precision(self) -> str | None:
+        """The precision of the INT8 files `int8` asks for ("int8" static, "dynamic"), or None."""
+        return INT8_PRECISIONS.get(self.int8 or "")
 
     def output_dir(self, cr: int) -> Path:
         return Path(self.out) if self.out else Path(DEFAULT_OUT_ROOT) / f"{self.model}-cr{cr}"

@@ -54,9 +54,7 @@ def register_format(
 
 def encoder_precisions(config: ExportConfig) -> list[str]:
     """The encoder precisions a format step writes: fp32, plus int8 (static) or dynamic."""
-    extra = {"static": ["int8"], "dynamic": ["dynamic"]}.get(config.int8 or "", [])
-    return ["fp32", *extra]
-
+    return ["fp32", *([config.int8_precision] if config.int8_precision else [])]
 
 
 def float_gate(context: ExportContext, numerics: Numerics, *, what: str) -> GateResult:

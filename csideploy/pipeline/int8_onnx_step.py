@@ -26,8 +26,8 @@ import onnx
 from csideploy.errors import DataError
 from csideploy.export import quantize_onnx as q
 from csideploy.export.numerics import check_nmse_drop, encoder_numerics, float_reference
-from csideploy.export.onnx_export import OnnxRunner, canonicalize, graph_info
 from csideploy.export.quantize_onnx import LayerError, QuantizationParams
+from csideploy.formats.onnx import OnnxRunner, canonicalize, graph_info
 from csideploy.pipeline.onnx_float import _onnx_artifact, encode_onnx
 from csideploy.pipeline.results import ArtifactResult, ExportContext
 from csideploy.quantize import equalize, onnx_graph, onnx_plan
@@ -139,7 +139,7 @@ def layer_plan(
 
 def export_float_encoder(context: ExportContext, path: Path) -> None:
     """The float encoder to ONNX (for a plan made without the ONNX format)."""
-    from csideploy.export.onnx_export import ENCODER_IO, export_onnx
+    from csideploy.formats.onnx import ENCODER_IO, export_onnx
 
     split = context.split
     export_onnx(

@@ -15,7 +15,7 @@ from csideploy.export.numerics import (
     decoder_numerics,
     encoder_numerics,
 )
-from csideploy.export.onnx_export import (
+from csideploy.formats.onnx import (
     DECODER_IO,
     ENCODER_IO,
     OnnxGraphInfo,

@@ -19,8 +19,8 @@ import numpy as np
 from csideploy.errors import DataError
 from csideploy.export.latency import LatencyResult
 from csideploy.export.numerics import GateResult, Numerics, check_nmse_drop, encoder_numerics
-from csideploy.export.onnx_export import TensorInfo
-from csideploy.export.pte import PteArtifact, export_pte
+from csideploy.formats.onnx import TensorInfo
+from csideploy.formats.pte import PteArtifact, export_pte
 from csideploy.models.ue_graph import flat_codeword
 from csideploy.pipeline.format_steps import encoder_precisions, float_gate, register_format
 from csideploy.pipeline.results import ArtifactResult, ExportContext

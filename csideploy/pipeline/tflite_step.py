@@ -22,7 +22,7 @@ from csideploy.export.numerics import (
     check_nmse_drop,
     encoder_numerics,
 )
-from csideploy.export.onnx_export import TensorInfo
+from csideploy.formats.onnx import TensorInfo
 from csideploy.formats.tflite import TensorSpec, TfliteArtifact
 from csideploy.models.ue_graph import flat_codeword
 from csideploy.pipeline.format_steps import encoder_precisions, float_gate, register_format

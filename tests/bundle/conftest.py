@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from csideploy.bundle.assemble import ArtifactSpec, assemble_bundle
-from csideploy.export.onnx_export import export_onnx
+from csideploy.formats.onnx import export_onnx
 from csideploy.models import build
 
 

@@ -14,8 +14,8 @@ from int8_data import COST2100_INDOOR, CRNET_INDOOR
 from csideploy.calibration.io import load_csi
 from csideploy.cli import main as cli
 from csideploy.errors import DataError
-from csideploy.export.onnx_export import OnnxRunner, export_onnx
 from csideploy.export.quantize_onnx import quantize_static_onnx
+from csideploy.formats.onnx import OnnxRunner, export_onnx
 from csideploy.pipeline.config import ExportConfig
 from csideploy.pipeline.results import CsiSet
 from csideploy.pipeline.steps import CalibrationWarning, calibration_step, load_step, split_step

@@ -16,7 +16,7 @@ from csideploy.calibration.paired import write_paired_dataset
 from csideploy.calibration.synthetic import write_synthetic_dataset
 from csideploy.errors import DataError, ToleranceError
 from csideploy.export.numerics import FloatReference, NmseConvention
-from csideploy.export.onnx_export import OnnxRunner, export_onnx
+from csideploy.formats.onnx import OnnxRunner, export_onnx
 from csideploy.models import build
 from csideploy.models.checkpoint import save_checkpoint
 from csideploy.models.dualnet_mp import CircularConv2d, feedback_bits

@@ -10,7 +10,6 @@ from export_test_models import handmade_clnet, synthetic_csi
 from onnx import numpy_helper
 
 from csideploy.errors import DataError
-from csideploy.export.onnx_export import OnnxRunner, export_onnx
 from csideploy.export.quantize_onnx import (
     float_nodes,
     float_ops,
@@ -19,6 +18,7 @@ from csideploy.export.quantize_onnx import (
     quantize_static_onnx,
     sqnr_db,
 )
+from csideploy.formats.onnx import OnnxRunner, export_onnx
 from csideploy.transforms import linearize_pointwise_convs
 
 

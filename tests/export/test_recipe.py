@@ -13,7 +13,8 @@ from export_test_models import handmade_clnet, small_model
 
 from csideploy.errors import CheckpointError, DataError, OutputExistsError, ToleranceError
 from csideploy.export.numerics import NmseGateError
-from csideploy.export.onnx_export import OnnxRunner, inspect_onnx
+from csideploy.formats.base import FORMATS, Format
+from csideploy.formats.onnx import OnnxRunner, inspect_onnx
 from csideploy.models.checkpoint import save_checkpoint
 from csideploy.pipeline.config import ExportConfig
 from csideploy.pipeline.format_steps import FORMAT_STEPS, register_format
@@ -300,6 +301,7 @@ def test_a_registered_format_appends_its_artifacts(checkpoint, tmp_path):
                               gates=(), inputs=info.inputs, outputs=info.outputs)
 
     register_format("probe", encoder=probe)
+    FORMATS["probe"] = Format("probe", ".onnx", "onnxruntime", export=probe)
 
     try:
         result = run_export(ExportConfig(model="clnet", checkpoint=str(checkpoint),
@@ -307,6 +309,7 @@ def test_a_registered_format_appends_its_artifacts(checkpoint, tmp_path):
                                          latency_runs=5, eval_samples=32))
     finally:
         FORMAT_STEPS.pop("probe")
+        FORMATS.pop("probe")
     record = result.artifact("encoder.copy.onnx")
     assert record.numerics.max_abs_error < 1e-4 and record.latency is not None
     manifest = json.loads((result.out_dir / "manifest.json").read_text())

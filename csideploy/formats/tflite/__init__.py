@@ -64,6 +64,7 @@ from csideploy.errors import (
     MissingDependencyError,
     OutputExistsError,
 )
+from csideploy.formats.base import Format, register_format
 from csideploy.formats.tflite.config import (
     CSI_NCHW,
     FILE_NAMES,
@@ -85,22 +86,9 @@ from csideploy.formats.tflite.inspect import (
 from csideploy.formats.tflite.interface import set_interface
 
 __all__ = [
-    "CSI_NCHW",
-    "FILE_NAMES",
-    "IO_TYPES",
-    "LAYOUTS",
-    "PRECISIONS",
-    "SIGNATURE_KEY",
-    "TFLITE_EXTRA_MESSAGE",
-    "Converter",
-    "TensorSpec",
-    "TfliteArtifact",
-    "TfliteExportConfig",
-    "TfliteGraphInfo",
-    "export_tflite",
-    "float_convert",
-    "import_litert",
-    "inspect_tflite",
+    "CSI_NCHW", "FILE_NAMES", "IO_TYPES", "LAYOUTS", "PRECISIONS", "SIGNATURE_KEY",
+    "TFLITE_EXTRA_MESSAGE", "Converter", "TensorSpec", "TfliteArtifact", "TfliteExportConfig",
+    "TfliteGraphInfo", "export_tflite", "float_convert", "import_litert", "inspect_tflite",
     "quiet_converter",
 ]
 
@@ -394,3 +382,13 @@ def _write_atomic(path: Path, data: bytes, *, overwrite: bool) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
 
+register_format(
+    Format(
+        name="tflite",
+        suffix=".tflite",
+        runtime="litert",
+        export=export_tflite,
+        int8=("int8", "dynamic"),
+        extra="tflite",
+    )
+)
