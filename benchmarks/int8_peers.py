@@ -36,10 +36,10 @@ from csideploy.errors import CsiDeployError
 from csideploy.export.latency import DEFAULT_WARMUP
 from csideploy.export.litert_runner import LiteRTModel, encode_csi
 from csideploy.export.numerics import encoder_numerics
-from csideploy.export.quantize_onnx import preprocess
 from csideploy.formats.onnx import OnnxRunner
 from csideploy.pipeline.config import ExportConfig
 from csideploy.pipeline.run import run_export
+from csideploy.quantize.onnx_qdq import preprocess
 
 
 def ort_default(float_path: Path, out: Path, calibration: np.ndarray, work: Path) -> Path:

@@ -1,9 +1,9 @@
-"""Export building blocks: numerics gates, ONNX INT8, latency.
+"""Export building blocks: numerics gates and latency.
 
-The export itself is `csideploy.pipeline` (`run_export(ExportConfig(...))`). The building
-blocks here (`quantize_static_onnx`, `quantize_dynamic_onnx`, `layer_sqnr`,
-`onnx_latency`) load on first use. The option constants below are importable without loading
-torch or onnx, so the command line starts fast.
+The export itself is `csideploy.pipeline` (`run_export(ExportConfig(...))`); formats are in
+`csideploy.formats`, INT8 methods in `csideploy.quantize`. The building blocks here
+(`check_parity`, `check_nmse_drop`, `onnx_latency`) load on first use. The option constants
+below are importable without loading torch or onnx, so the command line starts fast.
 """
 
 from __future__ import annotations
@@ -24,14 +24,6 @@ DEFAULT_MAX_FIDELITY_NMSE_DB = -15.0
 INT8_LAYER_CHOICES = ("auto", "accuracy", "all")
 
 _LAZY = {
-    "quantize_onnx": (
-        "LayerError",
-        "QuantizationParams",
-        "float_ops",
-        "layer_sqnr",
-        "quantize_dynamic_onnx",
-        "quantize_static_onnx",
-    ),
     "numerics": (
         "FloatReference",
         "GateResult",

@@ -19,10 +19,11 @@ from torch import nn
 from csideploy import __version__
 from csideploy.export.latency import LatencyResult
 from csideploy.export.numerics import FloatReference, GateResult, NmseConvention, Numerics
-from csideploy.export.quantize_onnx import LayerError, QuantizationParams
 from csideploy.formats.onnx import DECODER_IO, ENCODER_IO, TensorInfo
 from csideploy.models.ue_graph import SideInput, UeGraph
 from csideploy.pipeline.config import ExportConfig
+from csideploy.quantize.diagnostics import LayerError
+from csideploy.quantize.onnx_qdq import QuantizationParams
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,6 @@ from int8_data import COST2100_INDOOR, CRNET_INDOOR
 from csideploy.calibration.io import load_csi
 from csideploy.cli import main as cli
 from csideploy.errors import DataError
-from csideploy.export.quantize_onnx import quantize_static_onnx
 from csideploy.formats.onnx import OnnxRunner, export_onnx
 from csideploy.pipeline.config import ExportConfig
 from csideploy.pipeline.results import CsiSet
@@ -24,6 +23,7 @@ from csideploy.quantize.calibration_data import (
     equal_batch_size,
     mismatch_warning,
 )
+from csideploy.quantize.onnx_qdq import quantize_static_onnx
 
 
 @pytest.fixture(scope="module")
