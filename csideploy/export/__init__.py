@@ -11,8 +11,6 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-INT8_MODES = ("static", "dynamic")
-CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 DEFAULT_CALIB_SAMPLES = 256
 DEFAULT_EVAL_SAMPLES = 1000
 MIN_CALIB_SAMPLES = 32
@@ -37,7 +35,6 @@ _LAZY = {
 _WHERE = {name: module for module, names in _LAZY.items() for name in names}
 
 __all__ = [
-    "CALIBRATION_METHODS",
     "DEFAULT_CALIB_SAMPLES",
     "DEFAULT_EVAL_SAMPLES",
     "DEFAULT_MAX_FIDELITY_NMSE_DB",
@@ -45,7 +42,6 @@ __all__ = [
     "DEFAULT_MIN_CODEWORD_SQNR_DB",
     "DEFAULT_OPSET",
     "INT8_LAYER_CHOICES",
-    "INT8_MODES",
     "MIN_CALIB_SAMPLES",
     "MIN_EVAL_SAMPLES",
     *sorted(_WHERE),

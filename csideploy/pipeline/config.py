@@ -9,7 +9,6 @@ from pathlib import Path
 
 from csideploy.errors import CsiDeployError, DataError
 from csideploy.export import (
-    CALIBRATION_METHODS,
     DEFAULT_CALIB_SAMPLES,
     DEFAULT_EVAL_SAMPLES,
     DEFAULT_MAX_FIDELITY_NMSE_DB,
@@ -17,7 +16,6 @@ from csideploy.export import (
     DEFAULT_MIN_CODEWORD_SQNR_DB,
     DEFAULT_OPSET,
     INT8_LAYER_CHOICES,
-    INT8_MODES,
     MIN_CALIB_SAMPLES,
     MIN_EVAL_SAMPLES,
 )
@@ -26,10 +24,9 @@ from csideploy.export.numerics import NMSE_CONVENTION
 from csideploy.formats import get_format
 from csideploy.formats.base import check_int8
 from csideploy.formats.onnx import check_opset
+from csideploy.quantize.base import calibration_methods, get_method
 
 DEFAULT_OUT_ROOT = "artifacts"
-INT8_PRECISIONS = {"static": "int8", "dynamic": "dynamic"}
-"""`--int8` mode -> the precision of the files it writes."""
 
 
 @dataclass(frozen=True)
@@ -77,17 +74,16 @@ class ExportConfig:
     convention: str = NMSE_CONVENTION
 
     def __post_init__(self) -> None:
-        if self.int8 is not None and self.int8 not in INT8_MODES:
-            modes = ", ".join(INT8_MODES)
-            raise CsiDeployError(f"--int8 must be one of {modes}, got {self.int8!r}")
-        if self.calib_method not in CALIBRATION_METHODS:
+        method = None if self.int8 is None else get_method(self.int8)
+        calibrated = bool(method and method.needs_calibration)
+        if self.calib_method not in calibration_methods():
             raise CsiDeployError(
-                f"--calib-method must be one of {', '.join(CALIBRATION_METHODS)}, "
+                f"--calib-method must be one of {', '.join(calibration_methods())}, "
                 f"got {self.calib_method!r}"
             )
-        if self.calib is not None and self.int8 != "static":
+        if self.calib is not None and not calibrated:
             raise CsiDeployError("--calib is only used by static INT8: add --int8 (static)")
-        if self.int8 == "static" and _bad_count(self.calib_samples, MIN_CALIB_SAMPLES):
+        if calibrated and _bad_count(self.calib_samples, MIN_CALIB_SAMPLES):
             raise DataError(
                 f"calibration needs at least {MIN_CALIB_SAMPLES} samples, "
                 f"got --calib-samples {self.calib_samples}"
@@ -135,7 +131,7 @@ class ExportConfig:
     @property
     def int8_precision(self) -> str | None:
         """The precision of the INT8 files `int8` asks for ("int8" static, "dynamic"), or None."""
-        return INT8_PRECISIONS.get(self.int8 or "")
+        return None if self.int8 is None else get_method(self.int8).precision
 
     def output_dir(self, cr: int) -> Path:
         return Path(self.out) if self.out else Path(DEFAULT_OUT_ROOT) / f"{self.model}-cr{cr}"

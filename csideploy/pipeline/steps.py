@@ -22,6 +22,7 @@ from csideploy.models.ue_graph import SideInput
 from csideploy.pipeline.config import ExportConfig
 from csideploy.pipeline.format_steps import LEVEL_MISMATCH_LIMIT
 from csideploy.pipeline.results import CheckpointSummary, CsiSet, ModelSizes, SplitModel
+from csideploy.quantize.base import get_method
 from csideploy.quantize.calibration_data import check_calibration_set, mismatch_warning
 
 
@@ -157,7 +158,7 @@ def calibration_step(config: ExportConfig, evaluation: CsiSet | None = None) -> 
     after the evaluation ones (same source, disjoint), else synthetic indoor CSI. A degenerate
     set is refused; one whose spread differs strongly from `evaluation` warns
     (`CalibrationWarning`, also recorded in the set)."""
-    if config.int8 != "static":
+    if config.int8 is None or not get_method(config.int8).needs_calibration:
         return None
     if config.calib is None and config.eval_data is not None:
         csi = _calibration_after_evaluation(config)

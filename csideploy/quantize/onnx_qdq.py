@@ -47,7 +47,7 @@ import onnx
 from onnx import numpy_helper
 
 from csideploy.errors import DataError
-from csideploy.export import CALIBRATION_METHODS
+from csideploy.quantize.base import get_method
 from csideploy.quantize.calibration_data import (
     CALIBRATION_BATCH,
     ArrayReader,
@@ -119,8 +119,9 @@ class QuantizedGraph:
 
 
 def check_calibration_method(method: str) -> str:
-    if method not in CALIBRATION_METHODS:
-        raise ValueError(f"calibration method must be one of {CALIBRATION_METHODS}, got {method!r}")
+    accepted = get_method("static").calibration
+    if method not in accepted:
+        raise ValueError(f"calibration method must be one of {accepted}, got {method!r}")
     return method
 
 
