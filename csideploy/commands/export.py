@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from csideploy.commands._common import echo_json, latent_option, reports_errors
-from csideploy.export import (
+from csideploy.defaults import (
     DEFAULT_CALIB_SAMPLES,
     DEFAULT_EVAL_SAMPLES,
     DEFAULT_MAX_FIDELITY_NMSE_DB,

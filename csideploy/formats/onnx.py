@@ -39,8 +39,8 @@ import torch
 from torch import nn
 
 from csideploy import __version__
+from csideploy.defaults import DEFAULT_OPSET
 from csideploy.errors import CsiDeployError, ShapeError
-from csideploy.export import DEFAULT_OPSET
 from csideploy.formats.base import Format, register_format
 
 MIN_OPSET = 17

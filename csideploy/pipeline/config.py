@@ -7,8 +7,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from csideploy.errors import CsiDeployError, DataError
-from csideploy.export import (
+from csideploy.defaults import (
     DEFAULT_CALIB_SAMPLES,
     DEFAULT_EVAL_SAMPLES,
     DEFAULT_MAX_FIDELITY_NMSE_DB,
@@ -19,6 +18,7 @@ from csideploy.export import (
     MIN_CALIB_SAMPLES,
     MIN_EVAL_SAMPLES,
 )
+from csideploy.errors import CsiDeployError, DataError
 from csideploy.export.latency import DEFAULT_RUNS
 from csideploy.export.numerics import NMSE_CONVENTION
 from csideploy.formats import get_format

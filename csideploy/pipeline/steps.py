@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 from torch import nn
 
+from csideploy.defaults import MIN_CALIB_SAMPLES, MIN_EVAL_SAMPLES
 from csideploy.errors import CsiDeployError, DataError, ToleranceError
-from csideploy.export import MIN_CALIB_SAMPLES, MIN_EVAL_SAMPLES
 from csideploy.export.numerics import NMSE_CONVENTION, FloatReference, GateResult, float_reference
 from csideploy.models.ue_graph import SideInput
 from csideploy.pipeline.config import ExportConfig

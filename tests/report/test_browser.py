@@ -17,7 +17,7 @@ from _chromium import render
 
 import csideploy
 from csideploy.bench import BenchConfig, run_bench
-from csideploy.export import MIN_CALIB_SAMPLES, MIN_EVAL_SAMPLES
+from csideploy.defaults import MIN_CALIB_SAMPLES, MIN_EVAL_SAMPLES
 from csideploy.pipeline.config import ExportConfig
 from csideploy.pipeline.results import ExportResult
 from csideploy.pipeline.run import run_export
