@@ -12,7 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from csideploy.pipeline import pte_step, tflite_step  # noqa: F401 (they register their format)
-from csideploy.pipeline.format_steps import FORMAT_STEPS, encoder_precisions, register_format
+from csideploy.pipeline.format_steps import FORMAT_STEPS, encoder_precisions, register_step
 from csideploy.pipeline.int8_onnx_step import quantize_encoder_onnx
 from csideploy.pipeline.onnx_float import _onnx_latency, export_decoder_onnx, export_encoder_onnx
 from csideploy.pipeline.results import ArtifactResult, ExportContext
@@ -27,7 +27,7 @@ def _onnx_encoder(
     return quantize_encoder_onnx(context, written[0])
 
 
-register_format("onnx", encoder=_onnx_encoder, decoder=export_decoder_onnx, latency=_onnx_latency)
+register_step("onnx", encoder=_onnx_encoder, decoder=export_decoder_onnx, latency=_onnx_latency)
 
 
 def format_artifacts(context: ExportContext, name: str) -> list[ArtifactResult]:

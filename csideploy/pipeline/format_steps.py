@@ -1,6 +1,6 @@
 """The registry of format steps: what the export loop runs for each `--format`.
 
-A format step is registered with `register_format(name, encoder=..., decoder=..., latency=...)`:
+A format step is registered with `register_step(name, encoder=..., decoder=..., latency=...)`:
 `encoder(context, precision, written)` writes one encoder file of `precision` ("fp32", then
 each INT8 precision; `written` holds what the format wrote before, fp32 first) and returns its
 `ArtifactResult`; the optional `decoder(context)` writes the BS decoder; the optional
@@ -39,7 +39,7 @@ class FormatStep:
 FORMAT_STEPS: dict[str, FormatStep] = {}
 
 
-def register_format(
+def register_step(
     name: str,
     *,
     encoder: EncoderStep,

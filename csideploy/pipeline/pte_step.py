@@ -22,7 +22,7 @@ from csideploy.export.numerics import GateResult, Numerics, check_nmse_drop, enc
 from csideploy.formats.onnx import TensorInfo
 from csideploy.formats.pte import PteArtifact, export_pte
 from csideploy.models.ue_graph import flat_codeword
-from csideploy.pipeline.format_steps import encoder_precisions, float_gate, register_format
+from csideploy.pipeline.format_steps import encoder_precisions, float_gate, register_step
 from csideploy.pipeline.results import ArtifactResult, ExportContext
 from csideploy.quantize.fidelity import FidelityLimits, check_fidelity
 
@@ -139,7 +139,7 @@ def _result(
     )
 
 
-register_format(
+register_step(
     "pte",
     encoder=lambda context, precision, _written: _export(context, precision),
     latency=_latency,

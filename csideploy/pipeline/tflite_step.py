@@ -25,7 +25,7 @@ from csideploy.export.numerics import (
 from csideploy.formats.onnx import TensorInfo
 from csideploy.formats.tflite import TensorSpec, TfliteArtifact
 from csideploy.models.ue_graph import flat_codeword
-from csideploy.pipeline.format_steps import encoder_precisions, float_gate, register_format
+from csideploy.pipeline.format_steps import encoder_precisions, float_gate, register_step
 from csideploy.pipeline.int8_onnx_step import layer_plan, limits, uses_layer_plan
 from csideploy.pipeline.results import ArtifactResult, ExportContext
 from csideploy.quantize.fidelity import check_fidelity
@@ -127,7 +127,7 @@ def _result(
     )
 
 
-register_format(
+register_step(
     "tflite",
     encoder=lambda context, precision, _written: _export(context, precision),
     latency=_latency,

@@ -17,7 +17,7 @@ from csideploy.formats.base import FORMATS, Format
 from csideploy.formats.onnx import OnnxRunner, inspect_onnx
 from csideploy.models.checkpoint import save_checkpoint
 from csideploy.pipeline.config import ExportConfig
-from csideploy.pipeline.format_steps import FORMAT_STEPS, register_format
+from csideploy.pipeline.format_steps import FORMAT_STEPS, register_step
 from csideploy.pipeline.results import ArtifactResult
 from csideploy.pipeline.run import run_export
 from csideploy.pipeline.steps import split_step
@@ -300,7 +300,7 @@ def test_a_registered_format_appends_its_artifacts(checkpoint, tmp_path):
                               bytes=info.num_bytes, sha256=info.sha256, numerics=numerics,
                               gates=(), inputs=info.inputs, outputs=info.outputs)
 
-    register_format("probe", encoder=probe)
+    register_step("probe", encoder=probe)
     FORMATS["probe"] = Format("probe", ".onnx", "onnxruntime", export=probe)
 
     try:
