@@ -35,10 +35,11 @@ from csideploy.bundle.execute import run_model_outputs
 from csideploy.calibration.io import load_csi
 from csideploy.errors import CsiDeployError
 from csideploy.export.numerics import encoder_numerics
-from csideploy.export.onnx_export import OnnxRunner
-from csideploy.export.quantize_onnx import preprocess
-from csideploy.export.recipe import ExportConfig, run_export
+from csideploy.formats.onnx import OnnxRunner
 from csideploy.models.ue_graph import flat_codeword
+from csideploy.pipeline.config import ExportConfig
+from csideploy.pipeline.run import run_export
+from csideploy.quantize.onnx_qdq import preprocess
 from csideploy.runner import QUICK_WARMUP as DEFAULT_WARMUP
 from csideploy.runner import open_model
 
@@ -118,7 +119,7 @@ def main() -> None:
         max_nmse_drop=float("inf"), min_codeword_sqnr=-float("inf"),
         max_fidelity_nmse=float("inf"), latency_runs=1,
     ))  # fmt: skip
-    from csideploy.export.recipe import load_step, split_step
+    from csideploy.pipeline.steps import load_step, split_step
 
     split = split_step(
         load_step(ExportConfig(model=args.model, checkpoint=args.checkpoint))[0].model

@@ -3,7 +3,7 @@
     python benchmarks/zoo_latency.py [--models clnet,crnet] [--crs 4,64] [--runs 200]
                                      [--tflite] [--doc docs/benchmarks.md]
 
-Each (model, CR) is exported by the project's recipe (`csideploy.export.run_export`: ONNX fp32
+Each (model, CR) is exported by the project's recipe (`csideploy.pipeline.run_export`: ONNX fp32
 and static QDQ INT8, calibrated on the built-in synthetic CSI; with `--tflite` also the TFLite
 files when that format is registered) from freshly initialised weights, which is enough for
 latency: it does not depend on weight values. Every encoder file is then timed by
@@ -49,9 +49,10 @@ def export_one(model: str, cr: int, out: Path, tflite: bool, how: str) -> tuple[
 def _recipe_export(model: str, cr: int, out: Path, tflite: bool) -> Path:
     import torch
 
-    from csideploy.export import ExportConfig, run_export
-    from csideploy.export.recipe import FORMAT_STEPS
     from csideploy.models import build
+    from csideploy.pipeline.config import ExportConfig
+    from csideploy.pipeline.format_steps import FORMAT_STEPS
+    from csideploy.pipeline.run import run_export
 
     checkpoint = out.parent / f"{model}-cr{cr}.init.pt"
     torch.manual_seed(0)

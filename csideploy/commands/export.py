@@ -9,8 +9,7 @@ from typing import Any
 import click
 
 from csideploy.commands._common import echo_json, latent_option, reports_errors
-from csideploy.export import (
-    CALIBRATION_METHODS,
+from csideploy.defaults import (
     DEFAULT_CALIB_SAMPLES,
     DEFAULT_EVAL_SAMPLES,
     DEFAULT_MAX_FIDELITY_NMSE_DB,
@@ -18,9 +17,9 @@ from csideploy.export import (
     DEFAULT_MIN_CODEWORD_SQNR_DB,
     DEFAULT_OPSET,
     INT8_LAYER_CHOICES,
-    INT8_MODES,
     MIN_CALIB_SAMPLES,
 )
+from csideploy.quantize.base import calibration_methods, method_names
 
 
 @click.command("export")
@@ -40,7 +39,7 @@ from csideploy.export import (
 )
 @click.option(
     "--int8",
-    type=click.Choice(INT8_MODES),
+    type=click.Choice(method_names()),
     is_flag=False,
     flag_value="static",
     default=None,
@@ -61,7 +60,7 @@ from csideploy.export import (
 )
 @click.option(
     "--calib-method",
-    type=click.Choice(CALIBRATION_METHODS),
+    type=click.Choice(calibration_methods()),
     default="minmax",
     show_default=True,
     help="How static INT8 picks activation ranges.",
@@ -187,8 +186,10 @@ def export_command(
 ) -> None:
     """Export the UE encoder (ONNX, TFLite; float and INT8) and the BS decoder, gated."""
     from csideploy.export.numerics import NmseGateError
-    from csideploy.export.recipe import CalibrationWarning, ExportConfig, run_export
     from csideploy.models.registry import resolve_model_name
+    from csideploy.pipeline.config import ExportConfig
+    from csideploy.pipeline.run import run_export
+    from csideploy.pipeline.steps import CalibrationWarning
 
     config = ExportConfig(
         model=resolve_model_name(model_name, latent),

@@ -1,14 +1,10 @@
-"""Export: split a trained model, write ONNX (and INT8) artifacts, gate their numerics.
+"""Export building blocks: numerics gates and latency.
 
-    from csideploy.export import ExportConfig, run_export
-    result = run_export(ExportConfig(model="clnet", int8="static"))
-
-The steps `run_export` runs are public too (`load_step`, `split_step`, `calibration_step`,
-`evaluation_step`, `reference_step`, `onnx_step`, `measure_step`, `write_step`), as are the
-building blocks (`export_onnx`, `quantize_static_onnx`, `quantize_dynamic_onnx`,
-`layer_sqnr`; the quick latency is `csideploy.runner.quick_latency`). The option constants
-below are importable without loading torch or onnx, so the command line starts fast;
-everything else is loaded on first use.
+The export itself is `csideploy.pipeline` (`run_export(ExportConfig(...))`); formats are in
+`csideploy.formats`, INT8 methods in `csideploy.quantize`. The building blocks here
+(`check_parity`, `check_nmse_drop`) load on first use; the quick latency is
+`csideploy.runner.quick_latency`. The export's option
+defaults are `csideploy.defaults`.
 """
 
 from __future__ import annotations
@@ -16,52 +12,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-INT8_MODES = ("static", "dynamic")
-CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
-DEFAULT_CALIB_SAMPLES = 256
-DEFAULT_EVAL_SAMPLES = 1000
-MIN_CALIB_SAMPLES = 32
-MIN_EVAL_SAMPLES = 16
-DEFAULT_OPSET = 18
-DEFAULT_MAX_NMSE_DROP_DB = 0.3
-DEFAULT_MIN_CODEWORD_SQNR_DB = 15.0
-DEFAULT_MAX_FIDELITY_NMSE_DB = -15.0
-INT8_LAYER_CHOICES = ("auto", "accuracy", "all")
-
 _LAZY = {
-    "recipe": (
-        "ArtifactResult",
-        "CheckpointSummary",
-        "CsiSet",
-        "ExportConfig",
-        "ExportContext",
-        "ExportResult",
-        "FORMAT_STEPS",
-        "FormatStep",
-        "ModelSizes",
-        "SplitModel",
-        "calibration_step",
-        "evaluation_step",
-        "export_decoder_onnx",
-        "export_encoder_onnx",
-        "load_step",
-        "measure_step",
-        "onnx_step",
-        "reference_step",
-        "register_format",
-        "run_export",
-        "split_step",
-        "write_step",
-    ),
-    "onnx_export": ("OnnxGraphInfo", "OnnxRunner", "export_onnx", "inspect_onnx"),
-    "quantize_onnx": (
-        "LayerError",
-        "QuantizationParams",
-        "float_ops",
-        "layer_sqnr",
-        "quantize_dynamic_onnx",
-        "quantize_static_onnx",
-    ),
     "numerics": (
         "FloatReference",
         "GateResult",
@@ -70,24 +21,10 @@ _LAZY = {
         "check_nmse_drop",
         "check_parity",
     ),
-    "int8_onnx_step": ("quantize_encoder_onnx",),
 }
 _WHERE = {name: module for module, names in _LAZY.items() for name in names}
 
-__all__ = [
-    "CALIBRATION_METHODS",
-    "DEFAULT_CALIB_SAMPLES",
-    "DEFAULT_EVAL_SAMPLES",
-    "DEFAULT_MAX_FIDELITY_NMSE_DB",
-    "DEFAULT_MAX_NMSE_DROP_DB",
-    "DEFAULT_MIN_CODEWORD_SQNR_DB",
-    "DEFAULT_OPSET",
-    "INT8_LAYER_CHOICES",
-    "INT8_MODES",
-    "MIN_CALIB_SAMPLES",
-    "MIN_EVAL_SAMPLES",
-    *sorted(_WHERE),
-]
+__all__ = sorted(_WHERE)
 
 
 def __getattr__(name: str) -> Any:

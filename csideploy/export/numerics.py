@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from csideploy.errors import ToleranceError
-from csideploy.export.quantize_onnx import LayerError
+from csideploy.quantize.diagnostics import LayerError
 
 NMSE_CONVENTION = "linear"
 TORCH_BATCH = 500

@@ -1,5 +1,9 @@
 """INT8 methods for the UE encoder, one module per concern.
 
+- `base`: the registry of INT8 methods (`--int8` values): precision, file names, calibration.
+- `onnx_qdq`: ONNX Runtime static QDQ (minmax / entropy / percentile) and dynamic INT8.
+- `tflite_pt2e` (+ `tflite_pt2e_rules`): TFLite full-integer and dynamic-range INT8 by PT2E.
+- `diagnostics`: ops left in float in a quantized ONNX graph; per-tensor SQNR.
 - `calibration_data`: checks on a calibration set (degenerate, mismatched with the evaluation
   set) and equal-size calibration batches.
 - `fidelity`: the fidelity of an INT8 encoder to the float model (codeword SQNR,

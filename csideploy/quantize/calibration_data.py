@@ -16,10 +16,18 @@ wrong without any error from the quantizer, each caught here:
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
+import warnings
+from collections.abc import Iterator
+
 import numpy as np
 
 from csideploy.errors import DataError
 
+CALIBRATION_BATCH = 64
+"""Calibration samples run through the observers at once (ONNX Runtime static INT8)."""
 MIN_SPREAD = 1e-4
 """Smallest standard deviation of the calibration values (CSI in [0, 1]) accepted."""
 MISMATCH_RATIO = 3.0
@@ -77,3 +85,46 @@ def mismatch_warning(
         f"{ratio:.1f}x: INT8 ranges fitted on one will not fit the other; calibrate on CSI "
         "from the evaluation source"
     )
+
+
+class ArrayReader:
+    """A `CalibrationDataReader` over an array, batch by batch, restartable."""
+
+    def __init__(self, input_name: str, data: np.ndarray, batch_size: int) -> None:
+        self.input_name = input_name
+        self.data = np.ascontiguousarray(data, dtype=np.float32)
+        self.batch_size = batch_size
+        self._start = 0
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        if self._start >= len(self.data):
+            return None
+        batch = self.data[self._start : self._start + self.batch_size]
+        self._start += self.batch_size
+        return {self.input_name: batch}
+
+    def rewind(self) -> None:
+        self._start = 0
+
+    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+        self.rewind()
+        while (item := self.get_next()) is not None:
+            yield item
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self.data = self.data[start_index:end_index]
+        self.rewind()
+
+
+@contextlib.contextmanager
+def quiet_quantizer() -> Iterator[None]:
+    """Keep onnxruntime.quantization's prints, logging and warnings off the user's terminal."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        root.setLevel(level)

@@ -20,10 +20,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from csideploy.export import DEFAULT_MAX_FIDELITY_NMSE_DB as MAX_FIDELITY_NMSE_DB
-from csideploy.export import DEFAULT_MIN_CODEWORD_SQNR_DB as MIN_CODEWORD_SQNR_DB
+from csideploy.defaults import DEFAULT_MAX_FIDELITY_NMSE_DB as MAX_FIDELITY_NMSE_DB
+from csideploy.defaults import DEFAULT_MIN_CODEWORD_SQNR_DB as MIN_CODEWORD_SQNR_DB
 from csideploy.export.numerics import GateResult, NmseGateError, Numerics
-from csideploy.export.quantize_onnx import LayerError
+from csideploy.quantize.diagnostics import LayerError
 
 
 @dataclass(frozen=True)

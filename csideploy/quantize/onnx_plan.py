@@ -3,7 +3,7 @@
 Quantizing a layer is worth it only when its int8 kernel is faster than its float one and
 the accuracy it costs fits the budget. `plan_layers` measures both, per learned layer
 (Conv, Gemm, MatMul; the layers that read the raw CSI and the codeword levelling stay float
-as before, see `csideploy.export.quantize_onnx.float_nodes`):
+as before, see `csideploy.quantize.onnx_qdq.float_nodes`):
 
 1. Speed: the layer alone, cut out of the float graph, run float and as int8 QDQ (with the
    Quantize / Dequantize at its borders that a float neighbour costs), interleaved, one

@@ -177,9 +177,9 @@ def build_artifacts(base: Path) -> Path:
     import litert_torch
 
     litert_torch.convert(model.encoder, (example,)).export(str(folder / "encoder.tflite"))
-    from csideploy.export.tflite import export_tflite
+    from csideploy.quantize.tflite_pt2e import pt2e_export_tflite
 
-    export_tflite(
+    pt2e_export_tflite(
         model.encoder,
         folder / "encoder.int8.tflite",
         precision="int8",

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from csideploy.bundle.assemble import ArtifactSpec, assemble_bundle
-from csideploy.export.onnx_export import export_onnx
+from csideploy.formats.onnx import export_onnx
 from csideploy.models import build
 
 
@@ -94,7 +94,8 @@ CRNET_64 = REPO / "tests/fixtures/official/crnet/in_64.pth"
 def exported_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real export made on the fly: CRNet CR 1/64 (the authors' indoor weights), fp32 and
     static INT8 (int8 I/O TFLite), ONNX and TFLite, golden vectors, manifest."""
-    from csideploy.export.recipe import ExportConfig, run_export
+    from csideploy.pipeline.config import ExportConfig
+    from csideploy.pipeline.run import run_export
 
     torch.set_num_threads(1)
     config = ExportConfig(

@@ -9,9 +9,10 @@ import torch
 
 from csideploy.bundle.tarball import pack_bundle
 from csideploy.bundle.verify import verify_bundle
-from csideploy.export.recipe import ExportConfig, run_export
 from csideploy.models import build
 from csideploy.models.checkpoint import save_checkpoint
+from csideploy.pipeline.config import ExportConfig
+from csideploy.pipeline.run import run_export
 
 
 def test_repeat_exports_give_identical_bundles_and_tarballs(tmp_path: Path) -> None:

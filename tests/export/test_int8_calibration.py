@@ -14,21 +14,16 @@ from int8_data import COST2100_INDOOR, CRNET_INDOOR
 from csideploy.calibration.io import load_csi
 from csideploy.cli import main as cli
 from csideploy.errors import DataError
-from csideploy.export.onnx_export import OnnxRunner, export_onnx
-from csideploy.export.quantize_onnx import quantize_static_onnx
-from csideploy.export.recipe import (
-    CalibrationWarning,
-    CsiSet,
-    ExportConfig,
-    calibration_step,
-    load_step,
-    split_step,
-)
+from csideploy.formats.onnx import OnnxRunner, export_onnx
+from csideploy.pipeline.config import ExportConfig
+from csideploy.pipeline.results import CsiSet
+from csideploy.pipeline.steps import CalibrationWarning, calibration_step, load_step, split_step
 from csideploy.quantize.calibration_data import (
     check_calibration_set,
     equal_batch_size,
     mismatch_warning,
 )
+from csideploy.quantize.onnx_qdq import quantize_static_onnx
 
 
 @pytest.fixture(scope="module")

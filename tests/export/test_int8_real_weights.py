@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from int8_data import COST2100_INDOOR, CRNET_INDOOR, CRNET_OUTDOOR, outdoor_csi
 
-from csideploy.export.recipe import ExportConfig, run_export
+from csideploy.pipeline.config import ExportConfig
+from csideploy.pipeline.run import run_export
 
 INT8_FILES = ("encoder.int8.onnx", "encoder.int8.tflite")
 

@@ -16,17 +16,17 @@ from csideploy.calibration.paired import write_paired_dataset
 from csideploy.calibration.synthetic import write_synthetic_dataset
 from csideploy.errors import DataError, ToleranceError
 from csideploy.export.numerics import FloatReference, NmseConvention
-from csideploy.export.onnx_export import OnnxRunner, export_onnx
-from csideploy.export.recipe import (
-    EXPORT_MODULE_RELATIVE_TOLERANCE,
-    ExportConfig,
-    export_module_step,
-    run_export,
-    split_step,
-)
+from csideploy.formats.onnx import OnnxRunner, export_onnx
 from csideploy.models import build
 from csideploy.models.checkpoint import save_checkpoint
 from csideploy.models.zoo.dualnet_mp import CircularConv2d, feedback_bits
+from csideploy.pipeline.config import ExportConfig
+from csideploy.pipeline.run import run_export
+from csideploy.pipeline.steps import (
+    EXPORT_MODULE_RELATIVE_TOLERANCE,
+    export_module_step,
+    split_step,
+)
 
 FAST = {"eval_samples": 32, "calib_samples": 32, "latency_runs": 0, "formats": ("onnx",)}
 

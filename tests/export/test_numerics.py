@@ -20,8 +20,8 @@ from csideploy.export.numerics import (
     float_reference,
     format_layer_table,
 )
-from csideploy.export.quantize_onnx import LayerError
 from csideploy.metrics import nmse
+from csideploy.quantize.diagnostics import LayerError
 
 
 def _numerics(delta: float, max_abs: float = 0.0) -> Numerics:

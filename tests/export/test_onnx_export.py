@@ -10,7 +10,7 @@ import torch
 from export_test_models import small_model
 
 from csideploy.errors import CsiDeployError, ShapeError
-from csideploy.export.onnx_export import (
+from csideploy.formats.onnx import (
     DECODER_IO,
     ENCODER_IO,
     OnnxRunner,

@@ -17,8 +17,9 @@ pytest.importorskip("executorch.runtime", reason="the pte format needs csideploy
 
 from csideploy import runner
 from csideploy.bundle.verify import verify_bundle
-from csideploy.export.recipe import ExportConfig, run_export
 from csideploy.models.checkpoint import save_checkpoint
+from csideploy.pipeline.config import ExportConfig
+from csideploy.pipeline.run import run_export
 
 REPO = Path(__file__).resolve().parents[2]
 CRNET_64 = REPO / "tests/fixtures/official/crnet/in_64.pth"

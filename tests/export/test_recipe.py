@@ -12,17 +12,15 @@ import torch
 from export_test_models import handmade_clnet, small_model
 
 from csideploy.errors import CheckpointError, DataError, OutputExistsError, ToleranceError
-from csideploy.export import (
-    ExportConfig,
-    NmseGateError,
-    OnnxRunner,
-    inspect_onnx,
-    register_format,
-    run_export,
-    split_step,
-)
-from csideploy.export.recipe import FORMAT_STEPS, ArtifactResult
+from csideploy.export.numerics import NmseGateError
+from csideploy.formats.base import FORMATS, Format
+from csideploy.formats.onnx import OnnxRunner, inspect_onnx
 from csideploy.models.checkpoint import save_checkpoint
+from csideploy.pipeline.config import ExportConfig
+from csideploy.pipeline.format_steps import FORMAT_STEPS, register_step
+from csideploy.pipeline.results import ArtifactResult
+from csideploy.pipeline.run import run_export
+from csideploy.pipeline.steps import split_step
 
 FAST = {"calib_samples": 32, "eval_samples": 64, "latency_runs": 10, "int8_layers": "all"}
 
@@ -290,17 +288,20 @@ def test_a_registered_format_appends_its_artifacts(checkpoint, tmp_path):
 
     from csideploy.export.numerics import encoder_numerics
 
-    @register_format("probe")
-    def probe(context):
+    def probe(context, precision, written):
+        assert precision == "fp32" and written == []
         path = context.staging / "encoder.copy.onnx"
         shutil.copyfile(context.staging / "encoder.onnx", path)
         codewords = OnnxRunner(path)(context.reference.csi)
         numerics = encoder_numerics(context.reference, context.split.decoder, codewords)
         info = inspect_onnx(path)
-        return [ArtifactResult(path=context.final_path(path.name), format="onnx",
-                               role="encoder", side="UE", precision="fp32",
-                               bytes=info.num_bytes, sha256=info.sha256, numerics=numerics,
-                               gates=(), inputs=info.inputs, outputs=info.outputs)]
+        return ArtifactResult(path=context.final_path(path.name), format="onnx",
+                              role="encoder", side="UE", precision="fp32",
+                              bytes=info.num_bytes, sha256=info.sha256, numerics=numerics,
+                              gates=(), inputs=info.inputs, outputs=info.outputs)
+
+    register_step("probe", encoder=probe)
+    FORMATS["probe"] = Format("probe", ".onnx", "onnxruntime", export=probe)
 
     try:
         result = run_export(ExportConfig(model="clnet", checkpoint=str(checkpoint),
@@ -308,6 +309,7 @@ def test_a_registered_format_appends_its_artifacts(checkpoint, tmp_path):
                                          latency_runs=5, eval_samples=32))
     finally:
         FORMAT_STEPS.pop("probe")
+        FORMATS.pop("probe")
     record = result.artifact("encoder.copy.onnx")
     assert record.numerics.max_abs_error < 1e-4 and record.latency is not None
     manifest = json.loads((result.out_dir / "manifest.json").read_text())

@@ -17,8 +17,10 @@ from _chromium import render
 
 import csideploy
 from csideploy.bench import BenchConfig, run_bench
-from csideploy.export import MIN_CALIB_SAMPLES, MIN_EVAL_SAMPLES
-from csideploy.export.recipe import ExportConfig, ExportResult, run_export
+from csideploy.defaults import MIN_CALIB_SAMPLES, MIN_EVAL_SAMPLES
+from csideploy.pipeline.config import ExportConfig
+from csideploy.pipeline.results import ExportResult
+from csideploy.pipeline.run import run_export
 from csideploy.report import render_report
 
 pytestmark = pytest.mark.slow  # one real export (ONNX, INT8) shared by both tests

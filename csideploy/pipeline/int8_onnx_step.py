@@ -24,18 +24,15 @@ import numpy as np
 import onnx
 
 from csideploy.errors import DataError
-from csideploy.export import quantize_onnx as q
 from csideploy.export.numerics import check_nmse_drop, encoder_numerics, float_reference
-from csideploy.export.onnx_export import OnnxRunner, canonicalize, graph_info
-from csideploy.export.quantize_onnx import LayerError, QuantizationParams
-from csideploy.export.recipe import (
-    ArtifactResult,
-    ExportContext,
-    _onnx_artifact,
-    encode_onnx,
-)
+from csideploy.formats.onnx import OnnxRunner, canonicalize, graph_info
+from csideploy.pipeline.onnx_float import _onnx_artifact, encode_onnx
+from csideploy.pipeline.results import ArtifactResult, ExportContext
 from csideploy.quantize import equalize, onnx_graph, onnx_plan
+from csideploy.quantize import onnx_qdq as q
+from csideploy.quantize.diagnostics import LayerError
 from csideploy.quantize.fidelity import FidelityLimits, check_fidelity, fidelity_failures
+from csideploy.quantize.onnx_qdq import QuantizationParams
 
 SQNR_SAMPLES = 128
 """Evaluation samples run through both graphs for the per-layer SQNR table."""
@@ -143,7 +140,7 @@ def layer_plan(
 
 def export_float_encoder(context: ExportContext, path: Path) -> None:
     """The float encoder to ONNX (for a plan made without the ONNX format)."""
-    from csideploy.export.onnx_export import ENCODER_IO, export_onnx
+    from csideploy.formats.onnx import ENCODER_IO, export_onnx
 
     split = context.split
     export_onnx(

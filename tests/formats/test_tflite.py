@@ -18,8 +18,14 @@ from torch import nn
 
 from csideploy import runner
 from csideploy.bundle.execute import run_artifact_outputs, run_model_outputs
-from csideploy.errors import DataError, MissingDependencyError, OutputExistsError, ShapeError
-from csideploy.export.tflite import (
+from csideploy.errors import (
+    CsiDeployError,
+    DataError,
+    MissingDependencyError,
+    OutputExistsError,
+    ShapeError,
+)
+from csideploy.formats.tflite import (
     FILE_NAMES,
     TFLITE_EXTRA_MESSAGE,
     TfliteArtifact,
@@ -29,6 +35,7 @@ from csideploy.export.tflite import (
 )
 from csideploy.models import build
 from csideploy.models.ue_graph import flat_codeword
+from csideploy.quantize.tflite_pt2e import pt2e_export_tflite
 from csideploy.runner import dequantize, quantize
 
 
@@ -114,7 +121,7 @@ def artifact(
         key = (model, precision, io, layout)
         if key not in cache:
             path = out_dir / f"{model}-{io}-{layout}-{FILE_NAMES[precision]}"
-            cache[key] = export_tflite(
+            cache[key] = pt2e_export_tflite(
                 encoders[model],
                 path,
                 precision=precision,
@@ -220,12 +227,13 @@ def test_int8_float_io_wraps_the_same_integer_graph(artifact, evaluation):
 
 def test_float_io_file_converts_back_to_integer_io(artifact, evaluation, tmp_path):
     """The fallback for a converter that hands back float I/O: the boundary moves to int8."""
-    from csideploy.export.tflite import _import_litert, _set_interface
+    from csideploy.formats.tflite import import_litert
+    from csideploy.formats.tflite.interface import set_interface
 
     integer_io = artifact("clnet64", "int8")
     float_io = artifact("clnet64", "int8", io="float")
-    converted = _set_interface(
-        _import_litert(), float_io.path.read_bytes(), TfliteExportConfig("int8")
+    converted = set_interface(
+        import_litert(), float_io.path.read_bytes(), TfliteExportConfig("int8")
     )
     path = tmp_path / "back.int8.tflite"
     path.write_bytes(converted)
@@ -252,7 +260,7 @@ def test_int8_lists_ops_left_in_float(tmp_path, calibration):
             return self.fc(torch.sin(self.conv(x)).reshape(x.shape[0], -1))
 
     torch.manual_seed(3)
-    result = export_tflite(
+    result = pt2e_export_tflite(
         SineEncoder().eval(), tmp_path / "sine.tflite", precision="int8", calibration=calibration
     )
     assert "SIN" in result.float_ops and "SIN" in result.ops
@@ -350,7 +358,7 @@ def test_missing_converter_names_the_tflite_extra(monkeypatch, tmp_path, encoder
 
 def test_importing_the_export_modules_does_not_import_the_converter():
     code = (
-        "import sys, csideploy.export.tflite, csideploy.runner; "
+        "import sys, csideploy.formats.tflite, csideploy.quantize.tflite_pt2e, csideploy.runner; "
         "loaded = [m for m in ('litert_torch', 'torchao', 'ai_edge_litert') if m in sys.modules]; "
         "assert not loaded, loaded"
     )
@@ -397,13 +405,13 @@ def test_int8_export_checks_calibration_before_converting(tmp_path, encoders):
     encoder = encoders["clnet64"]
     out = tmp_path / "encoder.int8.tflite"
     with pytest.raises(DataError, match="needs calibration"):
-        export_tflite(encoder, out, precision="int8")
+        pt2e_export_tflite(encoder, out, precision="int8")
     with pytest.raises(ShapeError, match=r"calibration: expected shape \(N, 2, 32, 32\)"):
-        export_tflite(encoder, out, precision="int8", calibration=np.zeros((4, 32, 32, 2)))
+        pt2e_export_tflite(encoder, out, precision="int8", calibration=np.zeros((4, 32, 32, 2)))
     bad = np.zeros((4, 2, 32, 32), dtype=np.float32)
     bad[0, 0, 0, 0] = np.nan
     with pytest.raises(DataError, match="NaN"):
-        export_tflite(encoder, out, precision="int8", calibration=bad)
+        pt2e_export_tflite(encoder, out, precision="int8", calibration=bad)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -420,3 +428,11 @@ def test_unreadable_files_are_data_errors(tmp_path):
     junk.write_bytes(b"\x00" * 64)
     with pytest.raises(DataError):
         inspect_tflite(junk)
+
+
+def test_quantized_precision_without_a_quantizer_is_refused(tmp_path, encoders, calibration):
+    """The format converts float only; INT8 comes from an INT8 method's converter."""
+    out = tmp_path / "encoder.int8.tflite"
+    with pytest.raises(CsiDeployError, match="int8 TFLite needs a quantizing converter"):
+        export_tflite(encoders["clnet64"], out, precision="int8", calibration=calibration)
+    assert list(tmp_path.iterdir()) == []

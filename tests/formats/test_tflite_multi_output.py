@@ -17,7 +17,7 @@ from torch import nn
 
 from csideploy import runner
 from csideploy.bundle.execute import run_artifact_outputs
-from csideploy.export.tflite import (
+from csideploy.formats.tflite import (
     TfliteArtifact,
     TfliteExportConfig,
     export_tflite,
@@ -27,6 +27,7 @@ from csideploy.models import build
 from csideploy.models.ue_graph import flat_codeword
 from csideploy.models.zoo import dualnet_mp, lora
 from csideploy.models.zoo.dualnet_mp import CircularConv2d
+from csideploy.quantize.tflite_pt2e import pt2e_export_tflite
 
 
 def encode_csi_outputs(path, csi: np.ndarray) -> list[np.ndarray]:
@@ -115,7 +116,7 @@ def artifact(
         key = (graph, precision, io, layout)
         if key not in cache:
             names = {"dualnet": DUALNET_NAMES, "lsq": ("codeword",)}.get(graph)
-            cache[key] = export_tflite(
+            cache[key] = pt2e_export_tflite(
                 graphs[graph],
                 out_dir / f"{graph}-{precision}-{io}-{layout}.tflite",
                 precision=precision,
@@ -337,7 +338,7 @@ def test_full_integer_float_output_follows_io_integer_output_does_not(
     output is the raw int8 levels either way, though the float value also feeds the levels."""
     torch.manual_seed(6)
     module = LevelsAndValue().eval()
-    result = export_tflite(
+    result = pt2e_export_tflite(
         module,
         tmp_path / f"mixed-{io}.tflite",
         precision="int8",

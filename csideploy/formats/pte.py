@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from csideploy.errors import MissingDependencyError
+from csideploy.formats.base import Format, register_format
 
 CALIBRATION_BATCH = 1
 """The program is exported for batch 1 (the handset call); calibration runs at that shape."""
@@ -134,3 +135,15 @@ def _lower(exported: Any) -> tuple[Any, int, tuple[str, ...]]:
         elif name != "getitem":
             portable.add(name)
     return edge.to_executorch(), delegated, tuple(sorted(portable))
+
+
+register_format(
+    Format(
+        name="pte",
+        suffix=".pte",
+        runtime="executorch",
+        export=export_pte,
+        int8=("int8", "dynamic"),
+        extra="executorch",
+    )
+)

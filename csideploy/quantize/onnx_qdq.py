@@ -30,20 +30,14 @@ float convolution. CLNet's kernel-1 Conv1d is exported as Gemm (see
 `csideploy.transforms.linearize_pointwise_convs`), so the layer holding almost every weight
 is quantized either way.
 
-`float_ops` lists the op types that ONNX Runtime still runs in float in a quantized graph;
-`layer_sqnr` ranks tensors by how much quantization changed them (the table printed when the
-NMSE gate fails).
+What is left in float and how much each tensor changed (`float_ops`, `layer_sqnr`) is
+`csideploy.quantize.diagnostics`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
-import math
 import os
-import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,14 +47,24 @@ import onnx
 from onnx import numpy_helper
 
 from csideploy.errors import DataError
-from csideploy.export import CALIBRATION_METHODS
-from csideploy.export.onnx_float_ops import _DATA_MOVEMENT_OPS, float_ops  # noqa: F401 (re-export)
-from csideploy.quantize.calibration_data import equal_batch_size
+from csideploy.quantize.base import get_method
+from csideploy.quantize.calibration_data import (
+    CALIBRATION_BATCH,
+    ArrayReader,
+    equal_batch_size,
+    quiet_quantizer,
+)
+from csideploy.quantize.diagnostics import (  # noqa: F401 (the INT8 step reads them here)
+    DATA_MOVEMENT_OPS,
+    LayerError,
+    float_ops,
+    int8_initializers,
+    layer_sqnr,
+)
 
 DYNAMIC_OP_TYPES = ("MatMul", "Gemm")
 ACTIVATION_TYPE = "QInt8"
 WEIGHT_TYPE = "QInt8"
-CALIBRATION_BATCH = 64
 
 
 @dataclass(frozen=True)
@@ -105,26 +109,6 @@ class QuantizationParams:
 
 
 @dataclass(frozen=True)
-class LayerError:
-    """How far quantization moved one tensor: SQNR (dB, higher is better) against float.
-
-    `sqnr_db` compares the tensor in the quantized graph with the same tensor in the float
-    graph (error accumulated up to that point); `local_sqnr_db` compares the tensor before
-    and after its own quantize / dequantize pair (the error that tensor adds), static only.
-    """
-
-    tensor: str
-    node: str
-    """The float graph's node that produces the tensor: `<module path>/<op type>`."""
-    op_type: str
-    sqnr_db: float
-    local_sqnr_db: float | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
 class QuantizedGraph:
     """The result of one quantization: its parameters and the pre-processed float graph."""
 
@@ -134,38 +118,10 @@ class QuantizedGraph:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
-class _ArrayReader:
-    """A `CalibrationDataReader` over an array, batch by batch, restartable."""
-
-    def __init__(self, input_name: str, data: np.ndarray, batch_size: int) -> None:
-        self.input_name = input_name
-        self.data = np.ascontiguousarray(data, dtype=np.float32)
-        self.batch_size = batch_size
-        self._start = 0
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        if self._start >= len(self.data):
-            return None
-        batch = self.data[self._start : self._start + self.batch_size]
-        self._start += self.batch_size
-        return {self.input_name: batch}
-
-    def rewind(self) -> None:
-        self._start = 0
-
-    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
-        self.rewind()
-        while (item := self.get_next()) is not None:
-            yield item
-
-    def set_range(self, start_index: int, end_index: int) -> None:
-        self.data = self.data[start_index:end_index]
-        self.rewind()
-
-
 def check_calibration_method(method: str) -> str:
-    if method not in CALIBRATION_METHODS:
-        raise ValueError(f"calibration method must be one of {CALIBRATION_METHODS}, got {method!r}")
+    accepted = get_method("static").calibration
+    if method not in accepted:
+        raise ValueError(f"calibration method must be one of {accepted}, got {method!r}")
     return method
 
 
@@ -173,7 +129,7 @@ def preprocess(float_path: str | os.PathLike[str], out_path: str | os.PathLike[s
     """`quant_pre_process` without symbolic shape inference (it fails on Reduce* ops)."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    with _quiet():
+    with quiet_quantizer():
         quant_pre_process(str(float_path), str(out_path), skip_symbolic_shape=True)
     return Path(out_path)
 
@@ -226,8 +182,8 @@ def quantize_static_onnx(
     if nodes is not None:
         excluded = [n.name for n in graph.node if n.name not in set(nodes)]
     batch = equal_batch_size(len(calibration), batch_size)
-    reader = _ArrayReader(input_name, calibration, batch)
-    with _quiet():
+    reader = ArrayReader(input_name, calibration, batch)
+    with quiet_quantizer():
         quantize_static(
             str(prepared),
             str(out_path),
@@ -253,7 +209,7 @@ def quantize_static_onnx(
         calibration_method=method,
         calibration_samples=len(calibration),
         op_types_to_quantize=None,
-        quantized_weights=_int8_initializers(model),
+        quantized_weights=int8_initializers(model),
         excluded_nodes=tuple(excluded),
         input=_boundary_quantization(model, model.graph.input[0].name, consumer=True),
         output=_boundary_quantization(model, model.graph.output[0].name, consumer=False),
@@ -295,7 +251,7 @@ def float_nodes(graph: onnx.GraphProto, *, float_input: bool = True) -> list[str
     keep |= {
         i
         for i in after_learning - feeds_learning - learned
-        if nodes[i].op_type not in _DATA_MOVEMENT_OPS
+        if nodes[i].op_type not in DATA_MOVEMENT_OPS
     }
     return [nodes[i].name for i in sorted(keep)]
 
@@ -311,7 +267,7 @@ def quantize_dynamic_onnx(
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     prepared = preprocess(float_path, Path(workdir) / "encoder.preprocessed.onnx")
-    with _quiet():
+    with quiet_quantizer():
         quantize_dynamic(
             str(prepared),
             str(out_path),
@@ -330,116 +286,10 @@ def quantize_dynamic_onnx(
         calibration_method=None,
         calibration_samples=None,
         op_types_to_quantize=DYNAMIC_OP_TYPES,
-        quantized_weights=_int8_initializers(model),
+        quantized_weights=int8_initializers(model),
         onnxruntime_version=ort_version,
     )
     return QuantizedGraph(params=params, preprocessed_path=prepared)
-
-
-def layer_sqnr(
-    float_path: str | os.PathLike[str],
-    quantized_path: str | os.PathLike[str],
-    samples: np.ndarray,
-    *,
-    workdir: str | os.PathLike[str],
-    batch_size: int = CALIBRATION_BATCH,
-) -> list[LayerError]:
-    """SQNR of every tensor the quantized graph shares with the float graph, worst first.
-
-    Uses `onnxruntime.quantization.qdq_loss_debug`: both graphs are augmented to output
-    their intermediate tensors and run on `samples`; for a QDQ graph each quantized tensor is
-    matched with its float twin and with its own pre-quantization value. Sorted by the SQNR
-    that ranks the culprit: the local Q/DQ SQNR where known, else the SQNR against float.
-    """
-    from onnxruntime.quantization.qdq_loss_debug import (
-        collect_activations,
-        compute_activation_error,
-        create_activation_matching,
-        modify_model_output_intermediate_tensors,
-    )
-
-    workdir = Path(workdir)
-    float_aug = workdir / "debug.float.onnx"
-    quant_aug = workdir / "debug.quantized.onnx"
-    quantized = onnx.load(str(quantized_path))
-    input_name = quantized.graph.input[0].name
-    with _quiet():
-        modify_model_output_intermediate_tensors(str(float_path), str(float_aug))
-        modify_model_output_intermediate_tensors(str(quantized_path), str(quant_aug))
-        reader = _ArrayReader(input_name, samples, batch_size)
-        float_acts = collect_activations(str(float_aug), reader)
-        reader.rewind()
-        quant_acts = collect_activations(str(quant_aug), reader)
-    producer = {
-        out: (node.name, node.op_type)
-        for node in onnx.load(str(float_path)).graph.node
-        for out in node.output
-    }
-    producer.update({i.name: ("graph input", "input") for i in quantized.graph.input})
-
-    rows: dict[str, LayerError] = {}
-    is_qdq = any(node.op_type == "QuantizeLinear" for node in quantized.graph.node)
-    if is_qdq:
-        matching = create_activation_matching(quant_acts, float_acts)
-        matched = {name: m for name, m in matching.items() if m.get("float") is not None}
-        errors = compute_activation_error(matched, err_func=sqnr_db)
-        for name, error in errors.items():
-            node, op_type = producer.get(name, ("?", "?"))
-            rows[name] = LayerError(
-                tensor=name,
-                node=node,
-                op_type=op_type,
-                sqnr_db=_finite(error.get("xmodel_err", math.nan)),
-                local_sqnr_db=_finite(error["qdq_err"]),
-            )
-    for name, values in quant_acts.items():
-        if name in rows or name not in float_acts or name not in producer:
-            continue
-        node, op_type = producer[name]
-        sqnr = _finite(sqnr_db(float_acts[name], values))
-        rows[name] = LayerError(tensor=name, node=node, op_type=op_type, sqnr_db=sqnr)
-
-    def rank(row: LayerError) -> float:
-        return row.local_sqnr_db if row.local_sqnr_db is not None else row.sqnr_db
-
-    return sorted(rows.values(), key=lambda row: (rank(row), row.sqnr_db, row.tensor))
-
-
-def _finite(value: float) -> float:
-    return round(float(value), 3) if math.isfinite(value) else float(value)
-
-
-def _int8_initializers(model: onnx.ModelProto) -> tuple[str, ...]:
-    """Names of the weights stored as 8-bit integers (zero points and scales left out)."""
-    eight_bit = (onnx.TensorProto.INT8, onnx.TensorProto.UINT8)
-    stored = {t.name for t in model.graph.initializer if t.data_type in eight_bit}
-    weights = set()
-    for node in model.graph.node:
-        if node.op_type == "DequantizeLinear" and node.input[0] in stored:
-            weights.add(node.input[0])
-        elif node.op_type in ("MatMulInteger", "ConvInteger") and node.input[1] in stored:
-            weights.add(node.input[1])
-    return tuple(sorted(weights))
-
-
-def sqnr_db(
-    reference: Sequence[np.ndarray] | np.ndarray, test: Sequence[np.ndarray] | np.ndarray
-) -> float:
-    """10 log10(signal power / error power) in dB; inf when the two are identical."""
-    ref = _flat(reference)
-    err = ref - _flat(test)
-    noise = float(np.dot(err, err))
-    signal = float(np.dot(ref, ref))
-    if noise == 0.0:
-        return math.inf
-    if signal == 0.0:
-        return -math.inf
-    return 10.0 * math.log10(signal / noise)
-
-
-def _flat(values: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
-    arrays = [values] if isinstance(values, np.ndarray) else list(values)
-    return np.concatenate([np.asarray(a, dtype=np.float64).ravel() for a in arrays])
 
 
 def _boundary_quantization(
@@ -470,17 +320,3 @@ def _params(
         zero_point=int(zero.reshape(())),
         dtype=zero.dtype.name,
     )
-
-
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """Keep onnxruntime.quantization's prints, logging and warnings off the user's terminal."""
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        root.setLevel(level)

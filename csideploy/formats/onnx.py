@@ -39,8 +39,9 @@ import torch
 from torch import nn
 
 from csideploy import __version__
+from csideploy.defaults import DEFAULT_OPSET
 from csideploy.errors import CsiDeployError, ShapeError
-from csideploy.export import DEFAULT_OPSET
+from csideploy.formats.base import Format, register_format
 
 MIN_OPSET = 17
 MAX_OPSET = 23
@@ -359,3 +360,14 @@ class OnnxRunner:
             for i in range(0, len(arrays[0]), batch_size)
         ]
         return [np.concatenate([chunk[k] for chunk in chunks]) for k in range(len(names))]
+
+
+register_format(
+    Format(
+        name="onnx",
+        suffix=".onnx",
+        runtime="onnxruntime",
+        export=export_onnx,
+        int8=("int8", "dynamic"),
+    )
+)

@@ -14,51 +14,31 @@ every other file with its sha256 and size).
 
 from __future__ import annotations
 
-import hashlib
 import json
-import math
 import os
+import platform
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import numpy as np
+import onnx
+
+from csideploy import __version__
 from csideploy.bundle.replace import check_replaceable_dir
 from csideploy.errors import CsiDeployError, OutputExistsError
 from csideploy.export import stale
 from csideploy.export.numerics import format_layer_table
-
-if TYPE_CHECKING:
-    from csideploy.export.recipe import ExportResult
+from csideploy.pipeline.results import ExportResult, FileEntry, file_entry, jsonable
 
 MANIFEST_FORMAT = "csideploy-export"
 MANIFEST_VERSION = 1
 MANIFEST = "manifest.json"
 NUMERICS = "numerics.json"
 REPORT = "report.md"
-
-
-@dataclass(frozen=True)
-class FileEntry:
-    """One file of the export directory."""
-
-    path: str
-    bytes: int
-    sha256: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"path": self.path, "bytes": self.bytes, "sha256": self.sha256}
-
-
-def file_entry(path: Path, root: Path) -> FileEntry:
-    data = path.read_bytes()
-    return FileEntry(
-        path=path.relative_to(root).as_posix(),
-        bytes=len(data),
-        sha256=hashlib.sha256(data).hexdigest(),
-    )
 
 
 def check_output(out: str | os.PathLike[str], *, force: bool) -> Path:
@@ -163,23 +143,6 @@ def write_json(path: Path, payload: Any) -> None:
     """Deterministic JSON: two-space indent, insertion order, no NaN / inf, final newline."""
     text = json.dumps(jsonable(payload), indent=2, allow_nan=False, ensure_ascii=False)
     path.write_text(text + "\n", encoding="utf-8")
-
-
-def jsonable(value: Any) -> Any:
-    """`value` with inf as "inf" / "-inf", NaN as None, tuples as lists, paths as strings."""
-    if isinstance(value, float):
-        if math.isnan(value):
-            return None
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-        return value
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [jsonable(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    return value
 
 
 def write_reports(directory: Path, result: ExportResult) -> tuple[FileEntry, ...]:
@@ -328,3 +291,32 @@ def report_markdown(result: ExportResult) -> str:
                 format_layer_table(a.layers, rows=10),
             ]
     return "\n".join(lines) + "\n"
+
+
+def write_step(staging: Path, result: ExportResult, *, version: str = "0.1.0") -> ExportResult:
+    """numerics.json, report.md, then the handset bundle (runner, golden vectors, model card,
+    manifest.json); returns the result with its file list."""
+    from csideploy.pipeline.bundle_step import write_bundle
+    from csideploy.report.render import render_report
+
+    write_reports(staging, result)
+    render_report([staging], export_result=result)
+    write_bundle(staging, result, version=version)
+    listed = sorted(p for p in staging.rglob("*") if p.is_file())
+    return replace(result, files=tuple(file_entry(p, staging) for p in listed))
+
+
+def versions() -> dict[str, str]:
+    import onnxruntime
+    import onnxscript
+    import torch
+
+    return {
+        "csideploy": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "onnx": onnx.__version__,
+        "onnxscript": onnxscript.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "numpy": np.__version__,
+    }

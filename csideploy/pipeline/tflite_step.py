@@ -1,6 +1,6 @@
-"""The TFLite format of the export recipe: encoder.tflite, encoder.int8.tflite, encoder.dyn.tflite.
+"""The TFLite format of the export: encoder.tflite, encoder.int8.tflite, encoder.dyn.tflite.
 
-Registered as format "tflite" in `csideploy.export.recipe.FORMAT_STEPS`. Every file is run on
+Registered as format "tflite" in `pipeline.format_steps.FORMAT_STEPS`. Every file is run on
 LiteRT over the evaluation set and held to the same gates as the ONNX files: the fp32 file to
 the codeword max-abs tolerance (integer codewords: the share of levels that differ), the INT8
 files to `--max-nmse-drop` (int8 I/O is quantized and dequantized with the file's own scale and
@@ -15,24 +15,20 @@ from pathlib import Path
 
 from csideploy.bundle.execute import run_artifact_outputs
 from csideploy.errors import DataError
-from csideploy.export.int8_onnx_step import layer_plan, limits, uses_layer_plan
 from csideploy.export.numerics import (
     GateResult,
     Numerics,
     check_nmse_drop,
     encoder_numerics,
 )
-from csideploy.export.onnx_export import TensorInfo
-from csideploy.export.recipe import (
-    ArtifactResult,
-    ExportContext,
-    encoder_precisions,
-    float_gate,
-    register_format,
-)
-from csideploy.export.tflite import TensorSpec, TfliteArtifact, export_tflite
+from csideploy.formats.onnx import TensorInfo
+from csideploy.formats.tflite import TensorSpec, TfliteArtifact
 from csideploy.models.ue_graph import flat_codeword
+from csideploy.pipeline.format_steps import encoder_precisions, float_gate, register_step
+from csideploy.pipeline.int8_onnx_step import layer_plan, limits, uses_layer_plan
+from csideploy.pipeline.results import ArtifactResult, ExportContext
 from csideploy.quantize.fidelity import check_fidelity
+from csideploy.quantize.tflite_pt2e import pt2e_export_tflite
 from csideploy.quantize.torch_plan import planned_encoder
 from csideploy.runner import LatencyResult, quick_latency
 
@@ -47,7 +43,6 @@ def _latency(path: Path, input_shape: Sequence[int], runs: int) -> LatencyResult
     return quick_latency("litert", path, runs)
 
 
-@register_format("tflite", latency=_latency)
 def tflite_step(context: ExportContext) -> list[ArtifactResult]:
     """The fp32 TFLite encoder, and with `--int8` the static or dynamic INT8 one."""
     return [_export(context, precision) for precision in encoder_precisions(context.config)]
@@ -65,7 +60,7 @@ def _export(context: ExportContext, precision: str) -> ArtifactResult:
             planner, plan = layer_plan(context)
             encoder, layers = planned_encoder(encoder, plan.nodes, planner.equalizations)
             io = "float"
-    artifact = export_tflite(
+    artifact = pt2e_export_tflite(
         encoder,
         context.staging / file,
         precision=precision,
@@ -130,3 +125,10 @@ def _result(
             "converter": artifact.converter,
         },
     )
+
+
+register_step(
+    "tflite",
+    encoder=lambda context, precision, _written: _export(context, precision),
+    latency=_latency,
+)

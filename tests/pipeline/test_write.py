@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from csideploy.errors import CsiDeployError, OutputExistsError
-from csideploy.export.writer import StagedOutput, check_output, write_json
+from csideploy.pipeline.write import StagedOutput, check_output, write_json
 
 
 def test_commit_renames_the_staging_directory(tmp_path):

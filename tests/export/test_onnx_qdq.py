@@ -10,15 +10,9 @@ from export_test_models import handmade_clnet, synthetic_csi
 from onnx import numpy_helper
 
 from csideploy.errors import DataError
-from csideploy.export.onnx_export import OnnxRunner, export_onnx
-from csideploy.export.quantize_onnx import (
-    float_nodes,
-    float_ops,
-    layer_sqnr,
-    quantize_dynamic_onnx,
-    quantize_static_onnx,
-    sqnr_db,
-)
+from csideploy.formats.onnx import OnnxRunner, export_onnx
+from csideploy.quantize.diagnostics import float_ops, layer_sqnr, sqnr_db
+from csideploy.quantize.onnx_qdq import float_nodes, quantize_dynamic_onnx, quantize_static_onnx
 from csideploy.transforms import linearize_pointwise_convs
 
 

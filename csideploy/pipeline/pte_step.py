@@ -1,6 +1,6 @@
-"""The ExecuTorch format of the export recipe: encoder.pte, encoder.int8.pte, encoder.dyn.pte.
+"""The ExecuTorch format of the export pipeline: encoder.pte, encoder.int8.pte, encoder.dyn.pte.
 
-Registered as format "pte" in `csideploy.export.recipe.FORMAT_STEPS`. Every program is run by
+Registered as format "pte" in `pipeline.format_steps.FORMAT_STEPS`. Every program is run by
 ExecuTorch's own runtime (the standalone runner's adapter) over the evaluation set and held to
 the same gates as the ONNX and TFLite files: the fp32 program to the codeword max-abs
 tolerance (integer codewords: the share of levels that differ), the INT8 programs to
@@ -18,16 +18,11 @@ import numpy as np
 
 from csideploy.errors import DataError
 from csideploy.export.numerics import GateResult, Numerics, check_nmse_drop, encoder_numerics
-from csideploy.export.onnx_export import TensorInfo
-from csideploy.export.pte import PteArtifact, export_pte
-from csideploy.export.recipe import (
-    ArtifactResult,
-    ExportContext,
-    encoder_precisions,
-    float_gate,
-    register_format,
-)
+from csideploy.formats.onnx import TensorInfo
+from csideploy.formats.pte import PteArtifact, export_pte
 from csideploy.models.ue_graph import flat_codeword
+from csideploy.pipeline.format_steps import encoder_precisions, float_gate, register_step
+from csideploy.pipeline.results import ArtifactResult, ExportContext
 from csideploy.quantize.fidelity import FidelityLimits, check_fidelity
 from csideploy.runner import LatencyResult, quick_latency
 
@@ -45,7 +40,6 @@ def _latency(path: Path, input_shape: Sequence[int], runs: int) -> LatencyResult
     return quick_latency(RUNTIME, path, runs, warmup=WARMUP)
 
 
-@register_format("pte", latency=_latency)
 def pte_step(context: ExportContext) -> list[ArtifactResult]:
     """The fp32 ExecuTorch encoder, and with `--int8` the static or dynamic INT8 one."""
     return [_export(context, precision) for precision in encoder_precisions(context.config)]
@@ -128,3 +122,10 @@ def _result(
             "output_names": list(context.split.output_names),
         },
     )
+
+
+register_step(
+    "pte",
+    encoder=lambda context, precision, _written: _export(context, precision),
+    latency=_latency,
+)
