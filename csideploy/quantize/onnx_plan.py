@@ -20,8 +20,9 @@ as before, see `csideploy.export.quantize_onnx.float_nodes`):
 A layer can have more than one int8 form (`forms`): every layer has "static" (QDQ with
 calibrated ranges); a large FC layer also has "dynamic" (int8 weights, int8 activations
 quantized per block of inputs at run time, `csideploy.quantize.blockwise_fc`). Each form
-goes through the speed rule; of the fast ones, the form with the best codeword SQNR alone
-represents the layer in steps 2 and 3.
+goes through the speed rule; of the fast ones, the first that fits the budget alone (static
+first: it runs on any ONNX back end and the TFLite file follows it), else the one with the
+best codeword SQNR alone, represents the layer in steps 2 and 3.
 
 Every decision is recorded with its measurements, form and reason (`LayerDecision`), for the
 manifest and the numerics report.
@@ -144,11 +145,12 @@ def plan_layers(
     layer can take; `time_layer(node, form)` -> (float, int8) us, or None to skip the speed
     rule; `build(choice)` writes the graph with those layers in those forms; `score` measures
     a graph on the calibration set; `fits` says whether a score is within budget. Of a
-    layer's fast forms, the one with the best codeword SQNR alone is taken."""
+    layer's fast forms, the first (in `forms` order) that fits the budget alone is taken,
+    else the one with the best codeword SQNR alone."""
     decisions: dict[str, LayerDecision] = {}
     ranked: list[_Candidate] = []
     for node in candidates:
-        best, slow = _best_form(node, forms(node), time_layer, build, score)
+        best, slow = _best_form(node, forms(node), time_layer, build, score, fits)
         if best is None:
             decisions[node.name] = slow
         else:
@@ -188,8 +190,11 @@ def _best_form(
     time_layer: Callable[[onnx.NodeProto, str], tuple[float, float]] | None,
     build: Callable[[Choice], Path],
     score: Callable[[Path], Score],
+    fits: Callable[[Score], bool],
 ) -> tuple[_Candidate | None, LayerDecision]:
-    """The fast form of `node` with the best SQNR alone, or (None, why it stays float)."""
+    """The first fast form of `node` that fits the budget alone (else the fast one with the
+    best SQNR alone), or (None, why it stays float). Static QDQ comes first: it runs on any
+    ONNX back end and the TFLite file follows it."""
     best: _Candidate | None = None
     slow: list[str] = []
     last = (None, None)
@@ -199,9 +204,12 @@ def _best_form(
             slow.append(f"{precision} {int8_us:.1f} vs float {float_us:.1f} us")
             last = (float_us, int8_us)
             continue
-        alone = score(build({node.name: precision})).codeword_sqnr_db
-        if best is None or alone > best.sqnr_db:
-            best = _Candidate(node, precision, float_us, int8_us, alone)
+        alone = score(build({node.name: precision}))
+        if best is None or alone.codeword_sqnr_db > best.sqnr_db:
+            best = _Candidate(node, precision, float_us, int8_us, alone.codeword_sqnr_db)
+        if fits(alone):
+            best = _Candidate(node, precision, float_us, int8_us, alone.codeword_sqnr_db)
+            break
     reason = "int8 kernel slower than float (" + "; ".join(slow) + ")"
     return best, LayerDecision(node.name, node.op_type, False, reason, *last)
 
