@@ -50,19 +50,22 @@ def supports(model: onnx.ModelProto, node: onnx.NodeProto) -> bool:
     return inputs >= BLOCK_SIZE
 
 
-def to_blockwise(model: onnx.ModelProto, nodes: Sequence[str]) -> onnx.ModelProto:
-    """A copy of `model` with each `Gemm` named in `nodes` as MatMulNBits (+ Add for the bias)."""
+def to_blockwise(
+    model: onnx.ModelProto, nodes: Sequence[str], *, block_size: int = BLOCK_SIZE
+) -> onnx.ModelProto:
+    """A copy of `model` with each `Gemm` named in `nodes` as MatMulNBits (+ Add for the
+    bias); `block_size` other than the default only for measurements."""
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
     work = onnx.ModelProto()
     work.CopyFrom(model)
-    matmuls = [_split_gemm(work, name) for name in nodes]
+    matmuls = [split_gemm(work, name) for name in nodes]
     if not matmuls:
         return work
     quantizer = MatMulNBitsQuantizer(
         work,
         bits=8,
-        block_size=BLOCK_SIZE,
+        block_size=block_size,
         is_symmetric=True,
         accuracy_level=ACCURACY_LEVEL,
         nodes_to_include=matmuls,
@@ -80,8 +83,9 @@ def blockwise_weights(model: onnx.ModelProto) -> tuple[str, ...]:
     return tuple(sorted(n.input[1] for n in model.graph.node if n.op_type == "MatMulNBits"))
 
 
-def _split_gemm(model: onnx.ModelProto, name: str) -> str:
-    """Replace Gemm `name` by MatMul (weight as (K, M)) + Add; returns the MatMul's name."""
+def split_gemm(model: onnx.ModelProto, name: str) -> str:
+    """Replace Gemm `name` by MatMul (weight as (K, M)) + Add (float, in place); returns the
+    MatMul's name."""
     graph = model.graph
     index, node = next((i, n) for i, n in enumerate(graph.node) if n.name == name)
     attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
@@ -106,6 +110,7 @@ def _split_gemm(model: onnx.ModelProto, name: str) -> str:
     graph.node.remove(node)
     for offset, added in enumerate(new):
         graph.node.insert(index + offset, added)
+    _drop_unused(graph)
     return matmul_name
 
 
