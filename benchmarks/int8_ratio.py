@@ -4,16 +4,21 @@ On a shared CPU one interleaved measurement is not enough: this runs `--repeats`
 `int8_peers.interleaved` (float and INT8 encoder of the same runtime in turn, one process,
 1 thread, batch 1, median of `--runs` calls) and prints, per runtime, the median ratio over
 the rounds and its range. Reads an output directory of `csideploy export --int8`; only
-prints.
+prints. `--profile` adds ONNX Runtime's own per-node kernel times (its profiler, medians over
+the runs) for both ONNX files: how much of the encoder is the FC layer and how much the rest,
+which bounds what quantizing the FC can give.
 
     csideploy export --model clnet --int8 --out /tmp/cr4
-    python benchmarks/int8_ratio.py /tmp/cr4 --repeats 7
+    python benchmarks/int8_ratio.py /tmp/cr4 --repeats 7 --profile
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
+import json
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -38,11 +43,40 @@ def _calls(runtime: str, paths: tuple[Path, Path], x: np.ndarray) -> list:
     return [lambda m=m: encode_csi(m, x) for m in models]
 
 
+def profile(path: Path, x: np.ndarray, runs: int) -> None:
+    """Print the median kernel time of each node of `path` (ONNX Runtime's profiler, 1
+    thread), largest first, and their sum."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    options.enable_profiling = True
+    options.profile_file_prefix = str(Path(tempfile.mkdtemp(prefix="int8-ratio-")) / "profile")
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    for _ in range(runs):
+        session.run(None, {name: x})
+    trace = Path(session.end_profiling())
+    times = collections.defaultdict(list)
+    for event in json.loads(trace.read_text()):
+        if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
+            times[(event["args"]["op_name"], event["name"][: -len("_kernel_time")])].append(
+                event["dur"]
+            )
+    trace.unlink()
+    rows = sorted(((float(np.median(v)), k) for k, v in times.items()), reverse=True)
+    print(f"{path.name}: sum of node medians {sum(r[0] for r in rows):.0f} us; largest:")
+    for us, (op, node) in rows[:5]:
+        print(f"  {us:6.0f} us  {op:12s} {node}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("export_dir", type=Path)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--runs", type=int, default=500)
+    parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()
     x = synthetic.default_evaluation(1)[:1]
     print(f"{args.export_dir}: {args.repeats} rounds of {args.runs} interleaved runs")
@@ -61,6 +95,9 @@ def main() -> None:
             f"{np.median(ratios):.2f} | {ratios.min():.2f}-{ratios.max():.2f} | {sizes} |"
         )
     print(f"load average {os.getloadavg()[0]:.1f}")
+    if args.profile:
+        for name in PAIRS["ONNX Runtime"]:
+            profile(args.export_dir / name, x, args.runs)
 
 
 if __name__ == "__main__":
