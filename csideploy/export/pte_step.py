@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from csideploy.errors import DataError
+from csideploy.export.int8_onnx_step import layer_plan, uses_layer_plan
 from csideploy.export.latency import LatencyResult
 from csideploy.export.numerics import GateResult, Numerics, check_nmse_drop, encoder_numerics
 from csideploy.export.onnx_export import TensorInfo
@@ -30,6 +31,7 @@ from csideploy.export.recipe import (
 )
 from csideploy.models.ue_graph import flat_codeword
 from csideploy.quantize.fidelity import FidelityLimits, check_fidelity
+from csideploy.quantize.torch_plan import planned_encoder
 
 PTE_FILES = {
     "fp32": "encoder.pte",
@@ -76,16 +78,21 @@ def run_pte(path: Path, csi: np.ndarray) -> list[np.ndarray]:
 def _export(context: ExportContext, precision: str) -> ArtifactResult:
     file = PTE_FILES[precision]
     calibration = None
+    encoder, layers = context.split.export_encoder, None
     if precision == "int8":
         if context.calibration is None:
             raise DataError("static INT8 needs a calibration set")
         calibration = context.calibration.data
+        if uses_layer_plan(context):  # the plan's static FC layers, as in TFLite
+            planner, plan = layer_plan(context)
+            encoder, layers = planned_encoder(encoder, plan.nodes, planner.equalizations)
     artifact = export_pte(
-        context.split.export_encoder,
+        encoder,
         context.staging / file,
         input_shape=tuple(context.split.input_shape),
         precision=precision,
         calibration=calibration,
+        layers=layers,
     )
     outputs = run_pte(artifact.path, context.reference.csi)
     numerics = encoder_numerics(context.reference, context.split.decoder, flat_codeword(outputs))
