@@ -12,6 +12,7 @@ of the ONNX file's outputs).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -96,7 +97,12 @@ def _export(context: ExportContext, precision: str) -> ArtifactResult:
     )
     outputs = run_pte(artifact.path, context.reference.csi)
     numerics = encoder_numerics(context.reference, context.split.decoder, flat_codeword(outputs))
-    return _result(context, artifact, outputs, numerics, _gates(context, file, precision, numerics))
+    result = _result(
+        context, artifact, outputs, numerics, _gates(context, file, precision, numerics)
+    )
+    if layers is not None:
+        result = replace(result, details={**result.details, "quantized_layers": list(layers)})
+    return result
 
 
 def _gates(
