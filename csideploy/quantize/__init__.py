@@ -1,5 +1,7 @@
 """INT8 methods for the UE encoder, one module per concern.
 
+- `blockwise_fc`: an FC layer with int8 weights and int8 activations quantized per block of
+  inputs at run time (ONNX Runtime's MatMulNBits), the layer plan's "dynamic" form.
 - `calibration_data`: checks on a calibration set (degenerate, mismatched with the evaluation
   set) and equal-size calibration batches.
 - `fidelity`: the fidelity of an INT8 encoder to the float model (codeword SQNR,
