@@ -227,6 +227,7 @@ def export_command(
         if issubclass(warning.category, CalibrationWarning):
             click.echo(f"warning: {warning.message}", err=True)
     _warn_float_only_plan(result)
+    _warn_float_planned_files(result)
     if as_json:
         echo_json(result.to_dict())
         return
@@ -276,6 +277,29 @@ def _summary_table(result: Any) -> None:
             f"  {a.file:<20}{a.side:<5}{a.precision:<6}{a.bytes:>11,}  {error:<19}"
             f"{n.nmse_db:>8.2f}{n.delta_nmse_db:>+8.3f}{p50:>8}  {gates}{_fidelity(n)}"
         )
+
+
+def _warn_float_planned_files(result: Any) -> None:
+    """Say so when an INT8 TFLite or ExecuTorch file got no int8 layer while the ONNX plan
+    quantized some: the plan's "dynamic" FC form (per-block int8 activations) has no LiteRT
+    or ExecuTorch counterpart, and such a file computes in float."""
+    planned = [a for a in result.artifacts if getattr(a, "quantization", None) is not None]
+    dynamic = [
+        node
+        for a in planned
+        for node, form in (a.quantization.layer_plan or {}).get("precision", {}).items()
+        if form == "dynamic"
+    ]
+    runtimes = {"tflite": "LiteRT", "pte": "ExecuTorch"}
+    for artifact in result.artifacts:
+        if artifact.details.get("quantized_layers") == [] and dynamic:
+            click.echo(
+                f"warning: {artifact.file} computes in float: the layer plan quantizes "
+                f"{', '.join(dynamic)} in ONNX with per-block int8 activations, which "
+                f"{runtimes.get(artifact.format, artifact.format)} lacks (docs/int8.md); "
+                "the ONNX INT8 file is the quantized one.",
+                err=True,
+            )
 
 
 def _warn_float_only_plan(result: Any) -> None:

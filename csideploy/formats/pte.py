@@ -14,6 +14,7 @@ export runs, and a missing install is a `MissingDependencyError` naming the extr
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,18 +66,21 @@ def export_pte(
     input_shape: tuple[int, ...],
     precision: str = "fp32",
     calibration: np.ndarray | None = None,
+    layers: Sequence[str] | None = None,
 ) -> PteArtifact:
     """Export `module` (batch-1 input of `input_shape`) to `path` as an XNNPACK program.
 
-    `precision` is "fp32", "int8" (static, needs `calibration`) or "dynamic".
+    `precision` is "fp32", "int8" (static, needs `calibration`) or "dynamic". `layers`: quantize
+    only these modules (paths inside `module`, the export's layer plan), the rest float; an
+    empty sequence quantizes nothing.
     """
     version = executorch_version()
     example = (torch.zeros(1, *input_shape, dtype=torch.float32),)
     module = module.eval()
     with torch.no_grad():
         exported = torch.export.export(module, example, strict=False)
-        if precision != "fp32":
-            exported = _quantized(exported, example, precision, calibration)
+        if precision != "fp32" and (layers is None or len(layers) > 0):
+            exported = _quantized(exported, example, precision, calibration, layers)
         program, delegated, portable = _lower(exported)
     data = program.buffer
     path.write_bytes(data)
@@ -92,9 +96,14 @@ def export_pte(
 
 
 def _quantized(
-    exported: Any, example: tuple[torch.Tensor, ...], precision: str, calibration: Any
+    exported: Any,
+    example: tuple[torch.Tensor, ...],
+    precision: str,
+    calibration: Any,
+    layers: Sequence[str] | None = None,
 ) -> Any:
-    """PT2E: annotate with the XNNPACK quantizer, calibrate, convert, re-export."""
+    """PT2E: annotate with the XNNPACK quantizer (only `layers` when given), calibrate,
+    convert, re-export."""
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
         XNNPACKQuantizer,
         get_symmetric_quantization_config,
@@ -105,6 +114,10 @@ def _quantized(
     quantizer = XNNPACKQuantizer().set_global(
         get_symmetric_quantization_config(is_per_channel=True, is_dynamic=dynamic)
     )
+    if layers is not None:
+        from csideploy.quantize.tflite_pt2e import from_modules
+
+        quantizer.set_filter_function(from_modules(tuple(layers)))
     prepared = prepare_pt2e(exported.module(), quantizer)
     if not dynamic:
         if calibration is None or len(calibration) == 0:

@@ -16,7 +16,7 @@ Every file is held to both sides of the gate: the NMSE loss against the ground t
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -28,7 +28,7 @@ from csideploy.export.numerics import check_nmse_drop, encoder_numerics, float_r
 from csideploy.formats.onnx import OnnxRunner, canonicalize, graph_info
 from csideploy.pipeline.onnx_float import _onnx_artifact, encode_onnx
 from csideploy.pipeline.results import ArtifactResult, ExportContext
-from csideploy.quantize import equalize, onnx_graph, onnx_plan
+from csideploy.quantize import blockwise_fc, equalize, onnx_graph, onnx_plan
 from csideploy.quantize import onnx_qdq as q
 from csideploy.quantize.diagnostics import LayerError
 from csideploy.quantize.fidelity import FidelityLimits, check_fidelity, fidelity_failures
@@ -107,7 +107,7 @@ def _static(context: ExportContext, float_path: Path, raw: Path) -> q.QuantizedG
             float_path, raw, calibration, method=method, workdir=context.scratch
         )
     planner, plan = layer_plan(context, float_path)
-    quantized = planner.build_graph(plan.nodes, raw)
+    quantized = planner.build_graph(plan.precisions, raw)
     kept = tuple(sorted({*quantized.params.excluded_nodes}))
     params = replace(quantized.params, excluded_nodes=kept, layer_plan=plan.to_dict())
     return replace(quantized, params=params)
@@ -180,25 +180,31 @@ class _Planner:
         inputs = [node.input[0] for node in candidates]
         values = onnx_graph.intermediate_values(self.prepared, inputs, self.calibration[:64])
         timed = self.context.config.int8_layers == "auto"
+        model = onnx.load(str(self.prepared))
         return onnx_plan.plan_layers(
             candidates,
             time_layer=None
             if not timed
-            else lambda node: onnx_plan.time_layer_alone(
+            else lambda node, form: onnx_plan.time_layer_alone(
                 self.prepared,
                 node,
                 values[node.input[0]],
-                self._quantize_one,
+                self._quantize_one if form == "static" else _blockwise_one,
                 self.context.scratch,
             ),
             build=self._build,
             score=self._score,
             fits=self._fits,
+            forms=lambda node: (
+                ("static", blockwise_fc.PRECISION)
+                if blockwise_fc.supports(model, node)
+                else ("static",)
+            ),
         )
 
     def _quantize_one(self, float_path: Path, out: Path, data: np.ndarray, node: str) -> None:
-        """`node` cut out alone, in int8; with a float result when it is the output layer
-        (as it will be in the written graph)."""
+        """`node` cut out alone, in static int8; with a float result when it is the output
+        layer (as it will be in the written graph)."""
         q.quantize_static_onnx(
             float_path,
             out,
@@ -215,9 +221,12 @@ class _Planner:
             onnx_graph.float_output(model)
             onnx.save(model, str(out))
 
-    def build_graph(self, nodes: Sequence[str], out: Path) -> q.QuantizedGraph:
-        """The graph with `nodes` in int8 (FC inputs equalised where that measures better),
-        float codeword, output bias corrected."""
+    def build_graph(self, choice: Mapping[str, str], out: Path) -> q.QuantizedGraph:
+        """The graph with the layers of `choice` in their int8 form: static ones with FC
+        inputs equalised where that measures better, float codeword and the output bias
+        corrected; dynamic ones as blockwise int8 FC layers."""
+        nodes = [n for n, form in choice.items() if form == "static"]
+        dynamic = [n for n, form in choice.items() if form == blockwise_fc.PRECISION]
         source = self._equalized(nodes, out.with_suffix(".equalized.onnx"))
         quantized = q.quantize_static_onnx(
             source,
@@ -228,7 +237,7 @@ class _Planner:
             nodes=list(nodes),
             preprocessed=True,
         )
-        model = onnx.load(str(out))
+        model = blockwise_fc.to_blockwise(onnx.load(str(out)), dynamic)
         floated = onnx_graph.float_output(model)
         shift = None
         if nodes:
@@ -238,8 +247,10 @@ class _Planner:
         if floated:
             params = replace(params, output=None)
         chosen = {n: self.equalizations[n] for n in nodes if n in self.equalizations}
+        weights = (*params.quantized_weights, *blockwise_fc.blockwise_weights(model))
         params = replace(
             params,
+            quantized_weights=tuple(sorted(weights)),
             bias_correction=shift is not None,
             equalized={n: e.alpha for n, e in chosen.items() if e.alpha is not None},
         )
@@ -269,10 +280,10 @@ class _Planner:
         onnx.save(model, str(out))
         return out
 
-    def _build(self, nodes: Sequence[str]) -> Path:
+    def _build(self, choice: Mapping[str, str]) -> Path:
         self.count += 1
         out = self.context.scratch / f"plan.{self.count}.onnx"
-        self.build_graph(nodes, out)
+        self.build_graph(choice, out)
         return out
 
     def _encode(self, model: onnx.ModelProto) -> np.ndarray:
@@ -295,6 +306,11 @@ class _Planner:
             score.codeword_sqnr_db, score.fidelity_nmse_db, limits(self.context)
         )
         return score.delta_nmse_db <= budget and not problems
+
+
+def _blockwise_one(float_path: Path, out: Path, data: np.ndarray, node: str) -> None:
+    """`node` cut out alone, as a blockwise int8 FC layer (for the speed rule)."""
+    onnx.save(blockwise_fc.to_blockwise(onnx.load(str(float_path)), [node]), str(out))
 
 
 def _describe(params: QuantizationParams) -> str:

@@ -12,6 +12,7 @@ of the ONNX file's outputs).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -22,8 +23,10 @@ from csideploy.formats.onnx import TensorInfo
 from csideploy.formats.pte import PteArtifact, export_pte
 from csideploy.models.ue_graph import flat_codeword
 from csideploy.pipeline.format_steps import encoder_precisions, float_gate, register_step
+from csideploy.pipeline.int8_onnx_step import layer_plan, uses_layer_plan
 from csideploy.pipeline.results import ArtifactResult, ExportContext
 from csideploy.quantize.fidelity import FidelityLimits, check_fidelity
+from csideploy.quantize.torch_plan import planned_encoder
 from csideploy.runner import LatencyResult, quick_latency
 
 PTE_FILES = {
@@ -55,20 +58,30 @@ def run_pte(path: Path, csi: np.ndarray) -> list[np.ndarray]:
 def _export(context: ExportContext, precision: str) -> ArtifactResult:
     file = PTE_FILES[precision]
     calibration = None
+    encoder, layers = context.split.export_encoder, None
     if precision == "int8":
         if context.calibration is None:
             raise DataError("static INT8 needs a calibration set")
         calibration = context.calibration.data
+        if uses_layer_plan(context):  # the plan's static FC layers, as in TFLite
+            planner, plan = layer_plan(context)
+            encoder, layers = planned_encoder(encoder, plan.nodes, planner.equalizations)
     artifact = export_pte(
-        context.split.export_encoder,
+        encoder,
         context.staging / file,
         input_shape=tuple(context.split.input_shape),
         precision=precision,
         calibration=calibration,
+        layers=layers,
     )
     outputs = run_pte(artifact.path, context.reference.csi)
     numerics = encoder_numerics(context.reference, context.split.decoder, flat_codeword(outputs))
-    return _result(context, artifact, outputs, numerics, _gates(context, file, precision, numerics))
+    result = _result(
+        context, artifact, outputs, numerics, _gates(context, file, precision, numerics)
+    )
+    if layers is not None:
+        result = replace(result, details={**result.details, "quantized_layers": list(layers)})
+    return result
 
 
 def _gates(

@@ -4,6 +4,8 @@
 - `onnx_qdq`: ONNX Runtime static QDQ (minmax / entropy / percentile) and dynamic INT8.
 - `tflite_pt2e` (+ `tflite_pt2e_rules`): TFLite full-integer and dynamic-range INT8 by PT2E.
 - `diagnostics`: ops left in float in a quantized ONNX graph; per-tensor SQNR.
+- `blockwise_fc`: an FC layer with int8 weights and int8 activations quantized per block of
+  inputs at run time (ONNX Runtime's MatMulNBits), the layer plan's "dynamic" form.
 - `calibration_data`: checks on a calibration set (degenerate, mismatched with the evaluation
   set) and equal-size calibration batches.
 - `fidelity`: the fidelity of an INT8 encoder to the float model (codeword SQNR,

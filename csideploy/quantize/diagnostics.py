@@ -61,8 +61,9 @@ DATA_MOVEMENT_OPS = frozenset(
 )
 # Integer kernels (besides the QLinear* family): int8 in, int8 / int32 out.
 _INTEGER_OPS = frozenset({"MatMulInteger", "ConvInteger", "QGemm", "QAttention"})
-# Integer kernels with float output: the dequantization is part of the kernel.
-_INTEGER_TO_FLOAT_OPS = frozenset({"DynamicQuantizeMatMul", "MatMulIntegerToFloat"})
+# Integer kernels with float output: the dequantization is part of the kernel (MatMulNBits
+# with 8-bit weights and accuracy_level 4 quantizes its float input per block itself).
+_INTEGER_TO_FLOAT_OPS = frozenset({"DynamicQuantizeMatMul", "MatMulIntegerToFloat", "MatMulNBits"})
 
 
 def float_ops(path: str | os.PathLike[str], *, workdir: str | os.PathLike[str]) -> tuple[str, ...]:

@@ -17,7 +17,14 @@ as before, see `csideploy.quantize.onnx_qdq.float_nodes`):
    CSI, codeword SQNR and reconstruction fidelity against the float model); the first layer
    that would break it, and every layer after it, stays float.
 
-Every decision is recorded with its measurements and reason (`LayerDecision`), for the
+A layer can have more than one int8 form (`forms`): every layer has "static" (QDQ with
+calibrated ranges); a large FC layer also has "dynamic" (int8 weights, int8 activations
+quantized per block of inputs at run time, `csideploy.quantize.blockwise_fc`). Each form
+goes through the speed rule; of the fast ones, the first that fits the budget alone (static
+first: it runs on any ONNX back end and the TFLite file follows it), else the one with the
+best codeword SQNR alone, represents the layer in steps 2 and 3.
+
+Every decision is recorded with its measurements, form and reason (`LayerDecision`), for the
 manifest and the numerics report.
 """
 
@@ -61,9 +68,12 @@ class LayerDecision:
     reason: str
     float_us: float | None = None
     int8_us: float | None = None
-    """Median time of the layer alone (float / int8 QDQ), one thread, batch 1."""
+    """Median time of the layer alone (float / int8 in its chosen form), one thread, batch 1."""
     sqnr_db: float | None = None
     """Codeword SQNR (dB) vs float with this layer alone in int8, on the calibration set."""
+    precision: str | None = None
+    """The int8 form measured best: "static" (QDQ, calibrated ranges) or "dynamic" (int8
+    weights, activations quantized per block at run time); None when no form was fast."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -71,16 +81,25 @@ class LayerDecision:
 
 @dataclass(frozen=True)
 class LayerPlan:
-    """The layers to quantize and every decision."""
+    """The layers to quantize, in which form, and every decision."""
 
     nodes: tuple[str, ...]
+    """Layers in static int8 (QDQ)."""
     decisions: tuple[LayerDecision, ...]
     score: Score | None
     """The chosen graph on the calibration set (None when nothing is quantized)."""
+    dynamic: tuple[str, ...] = ()
+    """FC layers in the "dynamic" form (`csideploy.quantize.blockwise_fc`)."""
+
+    @property
+    def precisions(self) -> dict[str, str]:
+        """Every int8 layer -> its form."""
+        return {**{n: "static" for n in self.nodes}, **{n: "dynamic" for n in self.dynamic}}
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "quantized": list(self.nodes),
+            "quantized": [d.node for d in self.decisions if d.quantized],
+            "precision": self.precisions,
             "kept_float": [d.to_dict() for d in self.decisions if not d.quantized],
             "decisions": [d.to_dict() for d in self.decisions],
             "calibration_score": asdict(self.score) if self.score else None,
@@ -100,67 +119,116 @@ def learned_layers(graph: onnx.GraphProto, excluded: Sequence[str]) -> list[onnx
     ]
 
 
+Choice = dict[str, str]
+"""Node name -> int8 form ("static" or "dynamic")."""
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    node: onnx.NodeProto
+    precision: str
+    float_us: float | None
+    int8_us: float | None
+    sqnr_db: float
+
+
 def plan_layers(
     candidates: Sequence[onnx.NodeProto],
     *,
-    time_layer: Callable[[onnx.NodeProto], tuple[float, float]] | None,
-    build: Callable[[Sequence[str]], Path],
+    time_layer: Callable[[onnx.NodeProto, str], tuple[float, float]] | None,
+    build: Callable[[Choice], Path],
     score: Callable[[Path], Score],
     fits: Callable[[Score], bool],
+    forms: Callable[[onnx.NodeProto], Sequence[str]] = lambda node: ("static",),
 ) -> LayerPlan:
-    """Choose the layers (see the module docstring). `time_layer(node)` -> (float, int8) us,
-    or None to skip the speed rule; `build(nodes)` writes the graph with those nodes in int8;
-    `score` measures a graph on the calibration set; `fits` says whether a score is within
-    budget."""
+    """Choose the layers (see the module docstring). `forms(node)` lists the int8 forms a
+    layer can take; `time_layer(node, form)` -> (float, int8) us, or None to skip the speed
+    rule; `build(choice)` writes the graph with those layers in those forms; `score` measures
+    a graph on the calibration set; `fits` says whether a score is within budget. Of a
+    layer's fast forms, the first (in `forms` order) that fits the budget alone is taken,
+    else the one with the best codeword SQNR alone."""
     decisions: dict[str, LayerDecision] = {}
-    fast: list[tuple[onnx.NodeProto, float | None, float | None]] = []
+    ranked: list[_Candidate] = []
     for node in candidates:
-        float_us, int8_us = time_layer(node) if time_layer else (None, None)
-        if float_us is not None and int8_us is not None and int8_us > SPEED_MARGIN * float_us:
-            decisions[node.name] = LayerDecision(
-                node.name,
-                node.op_type,
-                False,
-                f"int8 kernel slower than float ({int8_us:.1f} vs {float_us:.1f} us)",
-                float_us,
-                int8_us,
-            )
+        best, slow = _best_form(node, forms(node), time_layer, build, score, fits)
+        if best is None:
+            decisions[node.name] = slow
         else:
-            fast.append((node, float_us, int8_us))
-    ranked = []
-    for node, float_us, int8_us in fast:
-        alone = score(build([node.name]))
-        ranked.append((alone.codeword_sqnr_db, node, float_us, int8_us))
-    ranked.sort(key=lambda row: (-row[0], row[1].name))
-    chosen: list[str] = []
-    best: Score | None = None
+            ranked.append(best)
+    ranked.sort(key=lambda c: (-c.sqnr_db, c.node.name))
+    chosen: Choice = {}
+    best_score: Score | None = None
     broken = False
-    for sqnr, node, float_us, int8_us in ranked:
-        trial = None if broken else score(build([*chosen, node.name]))
+    for cand in ranked:
+        trial = None if broken else score(build({**chosen, cand.node.name: cand.precision}))
         if trial is not None and fits(trial):
-            chosen.append(node.name)
-            best = trial
-            reason = "int8: within the accuracy budget" + (
-                "" if float_us is None else f", int8 {int8_us:.1f} vs float {float_us:.1f} us"
-            )
-        else:
-            reason = "float: an earlier layer broke the accuracy budget"
-            if trial is not None:
-                reason = (
-                    "float: with it the calibration set loses "
-                    f"{trial.delta_nmse_db:+.3f} dB NMSE (codeword SQNR "
-                    f"{trial.codeword_sqnr_db:.1f} dB, fidelity {trial.fidelity_nmse_db:.1f} dB), "
-                    "over the accuracy budget"
-                )
-            broken = True
-        decisions[node.name] = LayerDecision(
-            node.name, node.op_type, node.name in chosen, reason, float_us, int8_us, sqnr
+            chosen[cand.node.name] = cand.precision
+            best_score = trial
+        broken = broken or trial is None or not fits(trial)
+        decisions[cand.node.name] = LayerDecision(
+            cand.node.name,
+            cand.node.op_type,
+            cand.node.name in chosen,
+            _reason(cand, trial, cand.node.name in chosen),
+            cand.float_us,
+            cand.int8_us,
+            cand.sqnr_db,
+            cand.precision,
         )
     order = [node.name for node in candidates]
     return LayerPlan(
-        nodes=tuple(n for n in order if n in chosen),
+        nodes=tuple(n for n in order if chosen.get(n) == "static"),
         decisions=tuple(decisions[n] for n in order),
-        score=best,
+        score=best_score,
+        dynamic=tuple(n for n in order if chosen.get(n) == "dynamic"),
+    )
+
+
+def _best_form(
+    node: onnx.NodeProto,
+    precisions: Sequence[str],
+    time_layer: Callable[[onnx.NodeProto, str], tuple[float, float]] | None,
+    build: Callable[[Choice], Path],
+    score: Callable[[Path], Score],
+    fits: Callable[[Score], bool],
+) -> tuple[_Candidate | None, LayerDecision]:
+    """The first fast form of `node` that fits the budget alone (else the fast one with the
+    best SQNR alone), or (None, why it stays float). Static QDQ comes first: it runs on any
+    ONNX back end and the TFLite file follows it."""
+    best: _Candidate | None = None
+    slow: list[str] = []
+    last = (None, None)
+    for precision in precisions:
+        float_us, int8_us = time_layer(node, precision) if time_layer else (None, None)
+        if float_us is not None and int8_us is not None and int8_us > SPEED_MARGIN * float_us:
+            slow.append(f"{precision} {int8_us:.1f} vs float {float_us:.1f} us")
+            last = (float_us, int8_us)
+            continue
+        alone = score(build({node.name: precision}))
+        if best is None or alone.codeword_sqnr_db > best.sqnr_db:
+            best = _Candidate(node, precision, float_us, int8_us, alone.codeword_sqnr_db)
+        if fits(alone):
+            best = _Candidate(node, precision, float_us, int8_us, alone.codeword_sqnr_db)
+            break
+    reason = "int8 kernel slower than float (" + "; ".join(slow) + ")"
+    return best, LayerDecision(node.name, node.op_type, False, reason, *last)
+
+
+def _reason(cand: _Candidate, trial: Score | None, taken: bool) -> str:
+    if taken:
+        timing = (
+            ""
+            if cand.float_us is None
+            else (f", int8 {cand.int8_us:.1f} vs float {cand.float_us:.1f} us")
+        )
+        return f"int8 ({cand.precision}): within the accuracy budget{timing}"
+    if trial is None:
+        return "float: an earlier layer broke the accuracy budget"
+    return (
+        f"float: with it ({cand.precision}) the calibration set loses "
+        f"{trial.delta_nmse_db:+.3f} dB NMSE (codeword SQNR "
+        f"{trial.codeword_sqnr_db:.1f} dB, fidelity {trial.fidelity_nmse_db:.1f} dB), "
+        "over the accuracy budget"
     )
 
 
