@@ -60,3 +60,10 @@ class BundleError(CsiDeployError):
 
 class OutputError(CsiDeployError):
     """An output location that cannot be written: no permission, or not enough disk space."""
+
+
+class ShardError(CsiDeployError):
+    """Shards of a fanned-out job failed after their retries; finished shards are kept, so a
+    rerun does only the rest. Exit code 4, distinct from bad input (2) and failed gates (3)."""
+
+    exit_code = 4

@@ -10,6 +10,7 @@ import click
 from click.core import ParameterSource
 
 from csideploy import console
+from csideploy.commands._cluster import cluster_options
 from csideploy.commands._common import echo_json, reports_errors
 from csideploy.errors import CsiDeployError
 
@@ -34,7 +35,7 @@ SIONNA_ONLY = (
     "chunk",
 )
 """Parameters of the Sionna generator that the built-in one does not have."""
-COST2100_ONLY = ("cost2100_dir", "workers")
+COST2100_ONLY = ("cost2100_dir",)
 """Parameters of the COST2100 source only."""
 
 
@@ -122,13 +123,7 @@ def _sionna_options(command: Any) -> Any:
     default=None,
     help="COST2100 only: the model's MATLAB code (the folder with cost2100.m, or its parent).",
 )
-@click.option(
-    "--workers",
-    type=click.IntRange(min=1),
-    default=1,
-    show_default=True,
-    help="COST2100 only: Octave processes run at once.",
-)
+@cluster_options
 @click.option(
     "--scenario",
     type=click.Choice([s for names in SCENARIOS.values() for s in names]),
@@ -188,7 +183,8 @@ def _sionna_options(command: Any) -> Any:
 def synth_command(
     source: str,
     cost2100_dir: Path | None,
-    workers: int,
+    workers: int | None,
+    ray_address: str | None,
     scenario: str | None,
     n: int,
     out_dir: Path,
@@ -216,7 +212,11 @@ def synth_command(
             raise click.UsageError("--source cost2100 needs --cost2100-dir DIR (the model's code)")
         if paired:
             raise click.UsageError("--paired applies to --source builtin or sionna only")
-        sionna = {"cost2100_dir": cost2100_dir, "workers": workers}
+        if ray_address is not None:
+            raise click.UsageError("--source cost2100 runs Octave here: use --workers N")
+        sionna = {"cost2100_dir": cost2100_dir, "workers": workers or 1}
+    elif workers is not None or ray_address is not None:
+        sionna["cluster"] = (workers, ray_address)
     common: dict[str, Any] = {
         "scenario": scenario,
         "n": n,
@@ -283,6 +283,12 @@ def _write(
     sionna: dict[str, Any],
 ) -> dict[str, Any]:
     """Run the generator the options select; returns `_summary` of what it wrote."""
+    cluster = sionna.pop("cluster", None)
+    if cluster is not None:
+        from csideploy.calibration.sharded_sources import write_sharded
+
+        files, manifest = write_sharded(out_dir, source, paired, cluster, common, sionna)
+        return _summary(source, paired, files, manifest)
     if source == "cost2100":
         from csideploy.calibration.cost2100_source import write_cost2100_dataset
 
