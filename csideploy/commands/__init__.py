@@ -9,7 +9,7 @@ import importlib
 
 import click
 
-_MODULES = ("data", "infer", "train", "export", "tflite_cmds", "bench", "bundle")
+_MODULES = ("data", "infer", "train", "export", "tflite_cmds", "bench", "bundle", "sweep")
 
 
 def register_all(group: click.Group) -> None:
