@@ -4,6 +4,7 @@ built-in data set in shards byte for byte equal to the single-process writer."""
 from __future__ import annotations
 
 import hashlib
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -134,3 +135,19 @@ def test_cluster_option_errors_are_one_line(tmp_path: Path) -> None:
         assert expected in result.output
         assert "Traceback" not in result.output
         assert not out.exists()
+
+
+def test_without_ray_the_options_name_the_extra(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # what `import ray` does where it is absent
+    out = tmp_path / "o"
+    result = CliRunner().invoke(
+        main, ["data", "synth", "-n", "30", "-o", str(out), "--workers", "2"]
+    )
+    assert result.exit_code == 2
+    assert (
+        "error: --workers / --ray-address need Ray: pip install 'csideploy[cluster]'"
+        in result.output
+    )
+    assert not out.exists()
