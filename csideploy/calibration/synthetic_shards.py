@@ -11,10 +11,7 @@ after a failure reuses every kept shard; the folder is removed once the data set
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import shutil
 from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
@@ -29,13 +26,15 @@ from csideploy.calibration.dataset_writer import (
     write_synthetic_dataset,
 )
 from csideploy.calibration.synthetic_config import SyntheticConfig
-from csideploy.cluster.shards import Shard, run_shards
-from csideploy.cluster.store import ArraySink, Spec
+from csideploy.cluster.kept import SHARDS_PREFIX, KeptShards
+from csideploy.cluster.kept import shard_folder as kept_folder
+from csideploy.cluster.shards import Shard
+from csideploy.cluster.store import Spec
 
 SHARD_SAMPLES = 4 * synthetic.CHUNK
 """Samples per shard: whole chunks (so shard bytes equal the single-process bytes)."""
-SHARDS_PREFIX = ".csideploy-shards."
 SPLITS = ("train", "val", "test")
+__all__ = ["SHARDS_PREFIX", "make_block", "plan", "shard_folder", "write_sharded_synthetic"]
 
 
 def make_block(
@@ -89,7 +88,12 @@ def write_sharded_synthetic(
     counts = _split_counts(n, val_fraction, test_fraction)
     seeds = synthetic.split_seeds(seed)
     shards, specs = plan(cfg, counts, seeds)
-    source = _ShardedBlocks(Path(out_dir), cfg, shards, specs, ray, progress)
+    kept = KeptShards(Path(out_dir), _plan_record(cfg, shards), shards, specs, ray, progress)
+
+    def blocks(split: str, size: int, seed: int, with_freq: bool) -> Iterator[Block]:
+        for shard, arrays in kept.arrays(split):
+            yield shard.args[2], arrays["x"], arrays.get("hf")
+
     files = write_synthetic_dataset(
         out_dir,
         scenario=cfg,
@@ -99,58 +103,21 @@ def write_sharded_synthetic(
         test_fraction=test_fraction,
         overwrite=overwrite,
         progress=False,
-        blocks=source,
+        blocks=blocks,
     )
-    source.remove_folder()
+    kept.remove_folder()
     return files
 
 
-class _ShardedBlocks:
-    """A `BlockSource` that runs every shard on its first call, then reads them in order."""
-
-    def __init__(
-        self,
-        target: Path,
-        cfg: SyntheticConfig,
-        shards: list[Shard],
-        specs: dict[str, Spec],
-        ray: Any | None,
-        progress: bool,
-    ) -> None:
-        self.shards, self.specs, self.ray, self.progress = shards, specs, ray, progress
-        self.folder = shard_folder(target, cfg, shards)
-        self.sink: ArraySink | None = None
-
-    def __call__(self, split: str, size: int, seed: int, with_freq: bool) -> Iterator[Block]:
-        if self.sink is None:  # the output location passed its checks: now do the work
-            self.folder.mkdir(exist_ok=True)
-            self.sink = ArraySink(self.folder, self.specs)
-            run_shards(self.shards, self.sink, self.ray, progress=self.progress, desc="shards")
-        for shard in self.shards:
-            if shard.name.startswith(f"{split}-"):
-                arrays = self.sink.load(shard.name)
-                if arrays is None:  # removed or changed since it was checked
-                    raise OSError(f"{self.sink.path(shard.name)}: shard result went missing")
-                yield shard.args[2], arrays["x"], arrays.get("hf")
-
-    def remove_folder(self) -> None:
-        """Remove the shard folder (this module's own files) once the data set is written."""
-        if self.sink is not None:
-            shutil.rmtree(self.folder, ignore_errors=True)
+def _plan_record(cfg: SyntheticConfig, shards: list[Shard]) -> dict[str, Any]:
+    """What decides the shards' bytes (names the shard folder)."""
+    return {
+        "generator": synthetic.GENERATOR_ID,
+        "config": asdict(cfg),
+        "shards": [(s.name, s.args[1:]) for s in shards],
+    }
 
 
 def shard_folder(target: Path, cfg: SyntheticConfig, shards: list[Shard]) -> Path:
-    """Where the shards of this exact data set are kept: beside the staging directory, named
-    by a digest of everything that decides their bytes (other settings, other folder)."""
-    plan_text = json.dumps(
-        {
-            "generator": synthetic.GENERATOR_ID,
-            "config": asdict(cfg),
-            "shards": [(s.name, s.args[1:]) for s in shards],
-        },
-        sort_keys=True,
-        default=str,
-    )
-    digest = hashlib.sha256(plan_text.encode()).hexdigest()[:16]
-    where = target if target.is_dir() else target.parent
-    return where / f"{SHARDS_PREFIX}{target.name}.{digest}"
+    """Where the shards of this exact data set are kept (see `cluster.kept.shard_folder`)."""
+    return kept_folder(Path(target), _plan_record(cfg, shards))
