@@ -1,7 +1,7 @@
-"""`data synth --workers N | --ray-address ADDR`: pick the sharded writer of the source.
+"""`data synth --workers N | --ray-address ADDR`: the sharded writer of each source.
 
-Each sharded writer gives, for any number of workers (and without Ray), the same files as
-the others; for the built-in source they are byte for byte the single-process files.
+Built-in data in shards are byte for byte the single-process files; Sionna data in shards
+are the same for any number of workers (one stream per shard, `sionna_shards`).
 """
 
 from __future__ import annotations
@@ -20,19 +20,33 @@ def write_sharded(
     paired: bool,
     cluster: tuple[int | None, str | None],
     common: dict[str, Any],
-    extra: dict[str, Any],
 ) -> tuple[dict[str, Path], dict[str, Any]]:
-    """Write the data set of `source` in shards on Ray; returns (files by role, manifest)."""
+    """Write the built-in data set in shards on Ray; returns (files by role, manifest)."""
     workers, address = cluster
     check_choice(workers, address)
     if source != "builtin" or paired:
-        what = "paired data" if paired else f"--source {source}"
+        what = "paired built-in data" if paired else f"--source {source}"
         raise CsiDeployError(
-            f"--workers / --ray-address shard the built-in source only; {what} runs in one "
-            "process (leave both out)"
+            f"--workers / --ray-address shard the built-in (unpaired) and sionna sources; "
+            f"{what} runs in one process (leave both out)"
         )
     from csideploy.calibration.synthetic_shards import write_sharded_synthetic
 
     with ray_runtime(workers, address) as ray:
         files = write_sharded_synthetic(out_dir, ray=ray, **common)
     return files, json.loads(files["manifest"].read_text())
+
+
+def write_sharded_sionna_on(
+    out_dir: Path, cluster: tuple[int | None, str | None], options: dict[str, Any]
+) -> Any:
+    """Write a Sionna data set in shards on Ray (`sionna_dataset.write_sionna_dataset`
+    options); returns its WrittenDataset."""
+    from csideploy.calibration.sionna_shards import write_sharded_sionna
+    from csideploy.calibration.sionna_source import import_sionna
+
+    workers, address = cluster
+    check_choice(workers, address)
+    import_sionna()  # a missing extra is an error before Ray starts
+    with ray_runtime(workers, address) as ray:
+        return write_sharded_sionna(out_dir, ray=ray, **options)

@@ -284,10 +284,10 @@ def _write(
 ) -> dict[str, Any]:
     """Run the generator the options select; returns `_summary` of what it wrote."""
     cluster = sionna.pop("cluster", None)
-    if cluster is not None:
+    if cluster is not None and source != "sionna":
         from csideploy.calibration.sharded_sources import write_sharded
 
-        files, manifest = write_sharded(out_dir, source, paired, cluster, common, sionna)
+        files, manifest = write_sharded(out_dir, source, paired, cluster, common)
         return _summary(source, paired, files, manifest)
     if source == "cost2100":
         from csideploy.calibration.cost2100_source import write_cost2100_dataset
@@ -296,15 +296,19 @@ def _write(
         return _summary(source, paired, files, json.loads(files["manifest"].read_text()))
     if source == "sionna":
         from csideploy.calibration.paired import DEFAULT_UL_RATIO
-        from csideploy.calibration.sionna_source import write_sionna_dataset
+        from csideploy.calibration.sionna_dataset import write_sionna_dataset
 
         dl = sionna.pop("dl_carrier_ghz")
         ul = ul_carrier_ghz if ul_carrier_ghz is not None else dl * DEFAULT_UL_RATIO["outdoor"]
         if common["progress"]:
             click.echo("loading Sionna (the first import takes several seconds) ...", err=True)
-        written = write_sionna_dataset(
-            out_dir, carrier_ghz=dl, paired_ul_dl=(ul, dl) if paired else None, **sionna, **common
-        )
+        options = {"carrier_ghz": dl, "paired_ul_dl": (ul, dl) if paired else None, **sionna}
+        if cluster is not None:
+            from csideploy.calibration.sharded_sources import write_sharded_sionna_on
+
+            written = write_sharded_sionna_on(out_dir, cluster, {**options, **common})
+        else:
+            written = write_sionna_dataset(out_dir, **options, **common)
         return _summary(source, paired, written.files, written.manifest)
     if paired:
         from csideploy.calibration.paired import write_paired_dataset

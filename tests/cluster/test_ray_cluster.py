@@ -131,3 +131,32 @@ def test_sweep_on_the_cluster_equals_one_process(cluster: str, tmp_path: Path) -
     again = _cli("sweep", *grid, *small, "--out", str(out), "--ray-address", cluster, "--json")
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)["ran"] == []  # both cells kept
+
+
+def test_sionna_shards_on_the_cluster_equal_shards_here(
+    cluster: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from csideploy.calibration.sionna_shards import write_sharded_sionna
+
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", EPOCH)
+    here = write_sharded_sionna(tmp_path / "here", ray=None, n=8, chunk=2, seed=4)
+    assert here.manifest["sharding"]["drops_per_shard"] == 2
+    run = _cli(
+        "data",
+        "synth",
+        "--source",
+        "sionna",
+        "-n",
+        "8",
+        "--chunk",
+        "2",
+        "--seed",
+        "4",
+        "-o",
+        str(tmp_path / "ray"),
+        "--ray-address",
+        cluster,
+        "--no-progress",
+    )
+    assert run.returncode == 0, run.stderr
+    assert _digests(tmp_path / "here") == _digests(tmp_path / "ray")

@@ -121,12 +121,13 @@ def test_cluster_option_errors_are_one_line(tmp_path: Path) -> None:
             "error: --ray-address must be host:port or auto, got 'nocolon'",
         ),
         (
-            ["--source", "sionna", "--workers", "2"],
-            "error: --workers / --ray-address shard the built-in source only; --source sionna",
+            ["--source", "cost2100", "--cost2100-dir", "x", "--ray-address", "h:1"],
+            "--source cost2100 runs Octave here: use --workers N",
         ),
         (
             ["--paired", "--workers", "2"],
-            "error: --workers / --ray-address shard the built-in source only; paired data",
+            "error: --workers / --ray-address shard the built-in (unpaired) and sionna sources; "
+            "paired built-in data runs in one process",
         ),
     ]
     for extra, expected in cases:
