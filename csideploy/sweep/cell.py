@@ -3,8 +3,9 @@
 A cell runs in a scratch folder wherever its worker is and returns every file of the bundle,
 so a Ray worker needs no shared file system; the driver (`CellSink`) writes them into
 `cells/<name>/` through a temporary folder and one rename, so a cell folder is either
-complete or absent. `sweep_cell.json`, written with it, records the cell and its settings:
-a rerun keeps a cell whose record matches and runs the rest.
+complete or absent. `cells/<name>.sweep_cell.json`, written just before the rename, records
+the cell and its settings (beside the bundle, which `verify` keeps to its manifest): a
+rerun keeps a cell whose folder exists and whose record matches, and runs the rest.
 """
 
 from __future__ import annotations
@@ -19,9 +20,11 @@ from typing import Any
 
 from csideploy.calibration.output_guard import _chmod_dir
 from csideploy.errors import DataError, OutputExistsError
+from csideploy.report.markdown import write_atomic
 from csideploy.sweep.grid import Cell
 
-CELL_RECORD = "sweep_cell.json"
+CELL_RECORD = ".sweep_cell.json"
+"""Suffix of a cell's record, `cells/<name>.sweep_cell.json`."""
 CELL_SCHEMA = "csideploy-sweep-cell/1"
 
 
@@ -68,8 +71,7 @@ def run_cell(cell: Cell, options: CellOptions) -> dict[str, bytes]:
             for path in sorted(out.rglob("*"))
             if path.is_file()
         }
-    record = json.dumps(settings(cell, options), indent=2) + "\n"
-    return {**files, CELL_RECORD: record.encode()}
+    return files
 
 
 class CellSink:
@@ -80,11 +82,13 @@ class CellSink:
         self.expected = expected
 
     def done(self, name: str) -> bool:
-        return read_record(self.folder / name) == self.expected[name]
+        complete = (self.folder / name).is_dir()
+        return complete and read_record(self.folder, name) == self.expected[name]
 
     def save(self, name: str, files: dict[str, bytes]) -> None:
-        """Write `files` into a temporary sibling, then rename it to `name`."""
+        """Write `files` into a temporary sibling, the record, then rename it to `name`."""
         self.folder.mkdir(parents=True, exist_ok=True)
+        record = json.dumps(self.expected[name], indent=2) + "\n"
         staging = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".partial", dir=self.folder))
         try:
             for relative, data in files.items():
@@ -92,16 +96,17 @@ class CellSink:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_bytes(data)
             _chmod_dir(staging)
+            write_atomic(self.folder / f"{name}{CELL_RECORD}", record)
             os.rename(staging, self.folder / name)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
 
 
-def read_record(folder: Path) -> dict[str, Any] | None:
-    """The cell record in `folder`, or None when absent or unreadable."""
+def read_record(folder: Path, name: str) -> dict[str, Any] | None:
+    """The record of cell `name` in the cells folder, or None when absent or unreadable."""
     try:
-        record = json.loads((folder / CELL_RECORD).read_text(encoding="utf-8"))
+        record = json.loads((folder / f"{name}{CELL_RECORD}").read_text(encoding="utf-8"))
     except (OSError, ValueError, UnicodeDecodeError):
         return None
     return record if isinstance(record, dict) else None
@@ -112,8 +117,8 @@ def refuse_foreign(folder: Path, expected: dict[str, dict[str, Any]]) -> None:
     settings: it is never replaced (choose another --out, or move it away)."""
     for name, wanted in expected.items():
         path = folder / name
-        if os.path.lexists(path) and read_record(path) != wanted:
-            why = "other settings" if read_record(path) else "no sweep record"
+        if os.path.lexists(path) and read_record(folder, name) != wanted:
+            why = "other settings" if read_record(folder, name) else "no sweep record"
             raise OutputExistsError(
                 f"{path}: exists with {why}; a sweep never replaces it (use another --out)"
             )

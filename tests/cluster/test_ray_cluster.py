@@ -128,6 +128,7 @@ def test_sweep_on_the_cluster_equals_one_process(cluster: str, tmp_path: Path) -
         assert row["nmse_db"] == pytest.approx(numerics[file]["nmse_db"], abs=1e-9)
         assert row["bytes"] == (ref / file).stat().st_size
 
+    assert _cli("verify", str(cells / "crnet-cr64-onnx-dynamic")).returncode == 0
     again = _cli("sweep", *grid, *small, "--out", str(out), "--ray-address", cluster, "--json")
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)["ran"] == []  # both cells kept
