@@ -64,10 +64,8 @@ def run_shards(
 
 
 def call(function: Callable[..., Any], args: tuple[Any, ...]) -> Any:
-    """What a worker runs: one thread for torch and numpy libraries, then the shard."""
-    import torch
-
-    torch.set_num_threads(1)
+    """What a worker runs: the shard. Ray gives a one-CPU task OMP_NUM_THREADS=1, so torch
+    and the runtimes use one thread without this importing torch for numpy-only shards."""
     return function(*args)
 
 
