@@ -6,21 +6,25 @@ from typing import Any
 
 import click
 
-WORKERS_HELP = (
-    "Run the shards on a local Ray runtime with N worker processes (csideploy[cluster]); "
-    "--source cost2100: N Octave processes. Output is the same for any N."
-)
+WORKERS_HELP = "Run the shards on a local Ray runtime with N worker processes (csideploy[cluster])."
 ADDRESS_HELP = (
     "Run the shards on the Ray cluster at ADDR (host:port of `ray start --head`, or 'auto'); "
     "every node needs csideploy installed."
 )
 
 
-def cluster_options(command: Any) -> Any:
-    """Add `--workers` and `--ray-address` to a click command."""
-    command = click.option("--ray-address", default=None, metavar="ADDR", help=ADDRESS_HELP)(
-        command
-    )
-    return click.option(
-        "--workers", type=click.IntRange(min=1), default=None, metavar="N", help=WORKERS_HELP
-    )(command)
+def cluster_options(note: str) -> Any:
+    """A decorator adding `--workers` (its help ending in `note`) and `--ray-address`."""
+
+    def add(command: Any) -> Any:
+        address = click.option("--ray-address", default=None, metavar="ADDR", help=ADDRESS_HELP)
+        workers = click.option(
+            "--workers",
+            type=click.IntRange(min=1),
+            default=None,
+            metavar="N",
+            help=f"{WORKERS_HELP} {note}",
+        )
+        return workers(address(command))
+
+    return add

@@ -123,7 +123,7 @@ def _sionna_options(command: Any) -> Any:
     default=None,
     help="COST2100 only: the model's MATLAB code (the folder with cost2100.m, or its parent).",
 )
-@cluster_options
+@cluster_options("Same files for any N. --source cost2100: N Octave processes here.")
 @click.option(
     "--scenario",
     type=click.Choice([s for names in SCENARIOS.values() for s in names]),

@@ -50,7 +50,7 @@ from csideploy.commands._common import echo_json, reports_errors
     show_default=True,
     help="Bench: untimed runs first.",
 )
-@cluster_options
+@cluster_options("Each worker runs one cell at a time.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @reports_errors

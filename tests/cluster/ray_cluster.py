@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -41,8 +42,8 @@ class LoopbackRayCluster:
         self.address = ""
 
     def _node(self, head: bool, port: int) -> subprocess.Popen[bytes]:
-        ports = free_ports(8)
-        low = ports[7] if ports[7] < 60000 else 20000
+        ports = free_ports(7)
+        low = random.randrange(10002, 19800)  # Ray's own worker-port range, off the ephemeral one
         args = [
             str(Path(sys.executable).with_name("ray")),
             "start",
@@ -93,7 +94,7 @@ class LoopbackRayCluster:
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
         while time.monotonic() < deadline:
             if any(p.poll() is not None for p in self.processes):
-                raise RuntimeError(f"ray start exited; logs in {self.temp}")
+                raise RuntimeError(f"ray start exited: {self._log_tail()}")
             if not _listening(self.address):
                 time.sleep(0.5)
                 continue
@@ -109,7 +110,15 @@ class LoopbackRayCluster:
             if run.returncode == 0 and alive.isdigit() and int(alive) >= count:
                 return
             time.sleep(1.0)
-        raise RuntimeError(f"Ray cluster did not reach {count} node(s); logs in {self.temp}")
+        raise RuntimeError(f"Ray cluster did not reach {count} node(s): {self._log_tail()}")
+
+    def _log_tail(self) -> str:
+        """The last lines of each node's `ray start` output (the temp dir goes at stop)."""
+        tails = []
+        for log in sorted(self.temp.glob("*.log")):
+            lines = log.read_text(errors="replace").strip().splitlines()[-6:]
+            tails.append(f"{log.name}: " + " | ".join(lines))
+        return "; ".join(tails) or "no output"
 
     def stop(self) -> None:
         """Signal every process of the sessions this object started (Ray's workers start
