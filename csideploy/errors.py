@@ -64,3 +64,10 @@ class OutputError(CsiDeployError):
 
 class DistributedError(CsiDeployError):
     """A torchrun launch this run cannot use (bad variables, a batch that does not split)."""
+
+
+class ShardError(CsiDeployError):
+    """Shards of a fanned-out job failed after their retries; finished shards are kept, so a
+    rerun does only the rest. Exit code 4, distinct from bad input (2) and failed gates (3)."""
+
+    exit_code = 4

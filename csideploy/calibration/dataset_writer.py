@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable, Iterable
 from contextlib import ExitStack
 from dataclasses import fields
 from pathlib import Path
@@ -30,6 +31,10 @@ CSI_WIDTH = 2048
 FREQ_WIDTH = 4000
 MANIFEST_NAME = "synthetic_dataset.json"
 
+Block = tuple[int, np.ndarray, "np.ndarray | None"]
+BlockSource = Callable[[str, int, int, bool], Iterable[Block]]
+"""(split, samples, split seed, with HF_all) -> (start, x, HF or None) blocks in order."""
+
 
 def write_synthetic_dataset(
     out_dir: str | os.PathLike[str],
@@ -41,6 +46,7 @@ def write_synthetic_dataset(
     test_fraction: float = 2 / 15,
     overwrite: bool = False,
     progress: bool = False,
+    blocks: BlockSource | None = None,
 ) -> dict[str, Path]:
     """Write a synthetic data set in the exact COST2100 layout; returns the paths by role.
 
@@ -48,7 +54,9 @@ def write_synthetic_dataset(
     `DATA_HtestF{in|out}_all.mat` (`HF_all`, complex64 (N_test, 4000)) and a manifest
     `synthetic_dataset.json` recording the generator, configuration, scaling and per-split
     seeds (disjoint, from `split_seeds`). Default fractions match COST2100's 100k/30k/20k.
-    Files are written into a staging directory and moved into place.
+    Files are written into a staging directory and moved into place. `blocks`: where the
+    samples come from (default: generated here; `synthetic_shards` passes shard results,
+    byte-identical), called only after the output location passed its checks.
     """
     from csideploy.calibration.layout import split_filename
 
@@ -63,7 +71,9 @@ def write_synthetic_dataset(
     refuse_existing(target, names.values(), overwrite)
     with staged_output(target) as staging:  # first: an unwritable target fails here, at once
         check_disk_space(target, dataset_bytes(counts))
-        _write_splits(staging, cfg, counts, seeds, names, progress)
+        if blocks is None:
+            blocks = _generated(cfg, progress)
+        _write_splits(staging, counts, seeds, names, blocks)
         manifest = _manifest(cfg, n=n, seed=seed, seeds=seeds, counts=counts, names=names)
         (staging / names["manifest"]).write_text(json.dumps(manifest, indent=2) + "\n")
         move_into_place(staging, target, names.values())
@@ -80,13 +90,23 @@ def dataset_bytes(counts: dict[str, int], per_split: int = 1) -> int:
     return sum(files) + (1 << 20)
 
 
+def _generated(cfg: SyntheticConfig, progress: bool) -> BlockSource:
+    """The default block source: `synthetic.generate_blocks` in this process."""
+
+    def blocks(split: str, size: int, seed: int, with_freq: bool) -> Iterable[Block]:
+        return synthetic.generate_blocks(
+            size, scenario=cfg, seed=seed, progress=progress, return_freq=with_freq
+        )
+
+    return blocks
+
+
 def _write_splits(
     staging: Path,
-    cfg: SyntheticConfig,
     counts: dict[str, int],
     seeds: dict[str, int],
     names: dict[str, str],
-    progress: bool,
+    blocks: BlockSource,
 ) -> None:
     """Generate each split with its own seed, streaming it to disk (the test split with HF_all)."""
     for split in ("train", "val", "test"):
@@ -100,10 +120,7 @@ def _write_splits(
             if with_freq:
                 shape = {"HF_all": (size, FREQ_WIDTH, np.complex64)}
                 freq = stack.enter_context(open_mat_writer(staging / names["testF"], shape))
-            blocks = synthetic.generate_blocks(
-                size, scenario=cfg, seed=seeds[split], progress=progress, return_freq=with_freq
-            )
-            for start, x, hf in blocks:
+            for start, x, hf in blocks(split, size, seeds[split], with_freq):
                 csi.write("HT", start, x)
                 if freq is not None:
                     freq.write("HF_all", start, hf)

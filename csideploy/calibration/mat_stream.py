@@ -209,7 +209,11 @@ def _data_tag(var: _Variable) -> bytes:
 
 
 def _header() -> bytes:
-    text = (f"MATLAB 5.0 MAT-file, Platform: csideploy, Created on: {time.asctime()}").encode()
+    """The v5 file header; its date is SOURCE_DATE_EPOCH when set, so reruns can be
+    compared byte for byte (the only bytes that otherwise differ between equal runs)."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH", "")
+    when = time.gmtime(int(epoch)) if epoch.isdigit() else time.localtime()
+    text = f"MATLAB 5.0 MAT-file, Platform: csideploy, Created on: {time.asctime(when)}".encode()
     return text[:116].ljust(116, b" ") + b"\0" * 8 + struct.pack("<H", 0x0100) + b"IM"
 
 

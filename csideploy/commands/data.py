@@ -10,6 +10,7 @@ import click
 from click.core import ParameterSource
 
 from csideploy import console
+from csideploy.commands._cluster import cluster_options
 from csideploy.commands._common import echo_json, reports_errors
 from csideploy.errors import CsiDeployError
 
@@ -34,7 +35,7 @@ SIONNA_ONLY = (
     "chunk",
 )
 """Parameters of the Sionna generator that the built-in one does not have."""
-COST2100_ONLY = ("cost2100_dir", "workers")
+COST2100_ONLY = ("cost2100_dir",)
 """Parameters of the COST2100 source only."""
 
 
@@ -122,13 +123,7 @@ def _sionna_options(command: Any) -> Any:
     default=None,
     help="COST2100 only: the model's MATLAB code (the folder with cost2100.m, or its parent).",
 )
-@click.option(
-    "--workers",
-    type=click.IntRange(min=1),
-    default=1,
-    show_default=True,
-    help="COST2100 only: Octave processes run at once.",
-)
+@cluster_options("Same files for any N. --source cost2100: N Octave processes here.")
 @click.option(
     "--scenario",
     type=click.Choice([s for names in SCENARIOS.values() for s in names]),
@@ -188,7 +183,8 @@ def _sionna_options(command: Any) -> Any:
 def synth_command(
     source: str,
     cost2100_dir: Path | None,
-    workers: int,
+    workers: int | None,
+    ray_address: str | None,
     scenario: str | None,
     n: int,
     out_dir: Path,
@@ -216,7 +212,11 @@ def synth_command(
             raise click.UsageError("--source cost2100 needs --cost2100-dir DIR (the model's code)")
         if paired:
             raise click.UsageError("--paired applies to --source builtin or sionna only")
-        sionna = {"cost2100_dir": cost2100_dir, "workers": workers}
+        if ray_address is not None:
+            raise click.UsageError("--source cost2100 runs Octave here: use --workers N")
+        sionna = {"cost2100_dir": cost2100_dir, "workers": workers or 1}
+    elif workers is not None or ray_address is not None:
+        sionna["cluster"] = (workers, ray_address)
     common: dict[str, Any] = {
         "scenario": scenario,
         "n": n,
@@ -283,6 +283,12 @@ def _write(
     sionna: dict[str, Any],
 ) -> dict[str, Any]:
     """Run the generator the options select; returns `_summary` of what it wrote."""
+    cluster = sionna.pop("cluster", None)
+    if cluster is not None and source != "sionna":
+        from csideploy.calibration.sharded_sources import write_sharded
+
+        files, manifest = write_sharded(out_dir, source, paired, cluster, common)
+        return _summary(source, paired, files, manifest)
     if source == "cost2100":
         from csideploy.calibration.cost2100_source import write_cost2100_dataset
 
@@ -290,15 +296,19 @@ def _write(
         return _summary(source, paired, files, json.loads(files["manifest"].read_text()))
     if source == "sionna":
         from csideploy.calibration.paired import DEFAULT_UL_RATIO
-        from csideploy.calibration.sionna_source import write_sionna_dataset
+        from csideploy.calibration.sionna_dataset import write_sionna_dataset
 
         dl = sionna.pop("dl_carrier_ghz")
         ul = ul_carrier_ghz if ul_carrier_ghz is not None else dl * DEFAULT_UL_RATIO["outdoor"]
         if common["progress"]:
             click.echo("loading Sionna (the first import takes several seconds) ...", err=True)
-        written = write_sionna_dataset(
-            out_dir, carrier_ghz=dl, paired_ul_dl=(ul, dl) if paired else None, **sionna, **common
-        )
+        options = {"carrier_ghz": dl, "paired_ul_dl": (ul, dl) if paired else None, **sionna}
+        if cluster is not None:
+            from csideploy.calibration.sharded_sources import write_sharded_sionna_on
+
+            written = write_sharded_sionna_on(out_dir, cluster, {**options, **common})
+        else:
+            written = write_sionna_dataset(out_dir, **options, **common)
         return _summary(source, paired, written.files, written.manifest)
     if paired:
         from csideploy.calibration.paired import write_paired_dataset

@@ -75,9 +75,11 @@ def test_usage_errors(tmp_path: Path) -> None:
     out = str(tmp_path / "o")
     missing = _synth("-n", "3", "-o", out)
     assert missing.exit_code == 2 and "--source cost2100 needs --cost2100-dir" in missing.output
-    builtin = CliRunner().invoke(main, ["data", "synth", "--workers", "2", "-n", "3", "-o", out])
+    builtin = CliRunner().invoke(
+        main, ["data", "synth", "--cost2100-dir", out, "-n", "3", "-o", out]
+    )
     assert builtin.exit_code == 2
-    assert "--workers applies to --source cost2100 only" in builtin.output
+    assert "--cost2100-dir applies to --source cost2100 only" in builtin.output
     assert not Path(out).exists()
 
 

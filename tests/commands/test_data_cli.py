@@ -16,7 +16,7 @@ import pytest
 import scipy.io
 from click.testing import CliRunner
 
-from csideploy.calibration import sionna_source
+from csideploy.calibration import sionna_dataset, sionna_source
 from csideploy.calibration.io import load_csi, load_csi_freq
 from csideploy.calibration.paired import generate_paired, load_paired
 from csideploy.calibration.synthetic import generate, split_seeds
@@ -190,7 +190,7 @@ def test_cli_choices_and_defaults_follow_the_library() -> None:
     and its defaults must be the library's (3.5 GHz, 1024 x 30 kHz, 6 km/h, chunk 256)."""
     assert data_cli.SCENARIOS["sionna"] == sionna_source.SCENARIOS
     assert data_cli.SIONNA_ARRAYS == sionna_source.ARRAYS
-    library = inspect.signature(sionna_source.write_sionna_dataset).parameters
+    library = inspect.signature(sionna_dataset.write_sionna_dataset).parameters
     command = {p.name: p for p in data_cli.synth_command.params}
     renamed = {"dl_carrier_ghz": "carrier_ghz"}
     for name in data_cli.SIONNA_ONLY:
