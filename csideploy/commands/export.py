@@ -184,7 +184,7 @@ def export_command(
     as_json: bool,
 ) -> None:
     """Export the UE encoder (ONNX, TFLite; float and INT8) and the BS decoder, gated."""
-    from csideploy.export.numerics import NmseGateError
+    from csideploy.gates.numerics import NmseGateError
     from csideploy.models.registry import resolve_model_name
     from csideploy.pipeline.config import ExportConfig
     from csideploy.pipeline.run import run_export

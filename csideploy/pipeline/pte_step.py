@@ -18,14 +18,14 @@ from pathlib import Path
 import numpy as np
 
 from csideploy.errors import DataError
-from csideploy.export.numerics import GateResult, Numerics, check_nmse_drop, encoder_numerics
 from csideploy.formats.onnx import TensorInfo
 from csideploy.formats.pte import PteArtifact, export_pte
+from csideploy.gates.fidelity import FidelityLimits, check_fidelity
+from csideploy.gates.numerics import GateResult, Numerics, check_nmse_drop, encoder_numerics
 from csideploy.models.ue_graph import flat_codeword
 from csideploy.pipeline.format_steps import encoder_precisions, float_gate, register_step
 from csideploy.pipeline.int8_onnx_step import layer_plan, uses_layer_plan
 from csideploy.pipeline.results import ArtifactResult, ExportContext
-from csideploy.quantize.fidelity import FidelityLimits, check_fidelity
 from csideploy.quantize.torch_plan import planned_encoder
 from csideploy.runner import LatencyResult, quick_latency
 

@@ -7,13 +7,13 @@ import pytest
 import torch
 from torch import nn
 
-from csideploy.export.numerics import check_nmse_drop, encoder_numerics, float_reference
-from csideploy.quantize.fidelity import (
+from csideploy.gates.fidelity import (
     FidelityGateError,
     FidelityLimits,
     check_fidelity,
     codeword_sqnr_db,
 )
+from csideploy.gates.numerics import check_nmse_drop, encoder_numerics, float_reference
 
 
 class _Flatten(nn.Module):

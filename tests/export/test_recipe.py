@@ -12,9 +12,9 @@ import torch
 from export_test_models import handmade_clnet, small_model
 
 from csideploy.errors import CheckpointError, DataError, OutputExistsError, ToleranceError
-from csideploy.export.numerics import NmseGateError
 from csideploy.formats.base import FORMATS, Format
 from csideploy.formats.onnx import OnnxRunner, inspect_onnx
+from csideploy.gates.numerics import NmseGateError
 from csideploy.models.checkpoint import save_checkpoint
 from csideploy.pipeline.config import ExportConfig
 from csideploy.pipeline.format_steps import FORMAT_STEPS, register_step
@@ -286,7 +286,7 @@ def test_a_registered_format_appends_its_artifacts(checkpoint, tmp_path):
     records, which are measured, reported and listed like the built-in ones."""
     import shutil
 
-    from csideploy.export.numerics import encoder_numerics
+    from csideploy.gates.numerics import encoder_numerics
 
     def probe(context, precision, written):
         assert precision == "fp32" and written == []

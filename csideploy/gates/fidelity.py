@@ -22,7 +22,7 @@ import numpy as np
 
 from csideploy.defaults import DEFAULT_MAX_FIDELITY_NMSE_DB as MAX_FIDELITY_NMSE_DB
 from csideploy.defaults import DEFAULT_MIN_CODEWORD_SQNR_DB as MIN_CODEWORD_SQNR_DB
-from csideploy.export.numerics import GateResult, NmseGateError, Numerics
+from csideploy.gates.numerics import GateResult, NmseGateError, Numerics
 from csideploy.quantize.diagnostics import LayerError
 
 
@@ -78,7 +78,7 @@ def check_fidelity(
     layer_table: Callable[[], Sequence[LayerError]] | None = None,
 ) -> GateResult:
     """The second side of the INT8 gate: fidelity to the float model (see
-    `csideploy.quantize.fidelity`), whatever the NMSE against the ground truth did."""
+    `csideploy.gates.fidelity`), whatever the NMSE against the ground truth did."""
     if numerics.level_mismatch is not None:
         # Integer codewords: a one-level tie on a near-silent level swings the SQNR; those
         # files keep their level-count gate (`check_levels`) and the NMSE gate.

@@ -214,7 +214,7 @@ def encoder_numerics(
     expected = reference.parity_codewords
     _check_same_shape("codeword", expected, codewords)
     reconstruction = run_torch(decoder, codewords, reference.side)
-    from csideploy.quantize.fidelity import codeword_sqnr_db, fidelity_nmse_db
+    from csideploy.gates.fidelity import codeword_sqnr_db, fidelity_nmse_db
 
     numerics = _numerics("codeword", reference, expected, codewords, reconstruction)
     numerics = replace(
