@@ -55,7 +55,7 @@ def verify_command(bundle: Path, expect_sha256: str | None, as_json: bool) -> No
 def pack_command(bundle: Path, out: Path | None, as_json: bool) -> None:
     """Write a reproducible DIR.tar.gz with the UE side only (no BS decoder)."""
     from csideploy.bundle.checks import printable
-    from csideploy.bundle.tarball import pack_bundle
+    from csideploy.bundle.pack import pack_bundle
 
     tarball = pack_bundle(bundle, out=out)
     if as_json:
