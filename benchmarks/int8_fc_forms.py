@@ -31,8 +31,8 @@ import torch
 from int8_peers import interleaved
 
 from csideploy.calibration import synthetic
-from csideploy.export.numerics import encoder_numerics, float_reference
 from csideploy.formats.onnx import OnnxRunner
+from csideploy.gates.numerics import encoder_numerics, float_reference
 from csideploy.pipeline.config import ExportConfig
 from csideploy.pipeline.steps import load_step, split_step
 from csideploy.quantize import blockwise_fc

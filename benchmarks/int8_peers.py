@@ -34,8 +34,8 @@ import torch
 from csideploy.bundle.execute import run_model_outputs
 from csideploy.calibration.io import load_csi
 from csideploy.errors import CsiDeployError
-from csideploy.export.numerics import encoder_numerics
 from csideploy.formats.onnx import OnnxRunner
+from csideploy.gates.numerics import encoder_numerics
 from csideploy.models.ue_graph import flat_codeword
 from csideploy.pipeline.config import ExportConfig
 from csideploy.pipeline.run import run_export
@@ -129,7 +129,7 @@ def main() -> None:
     peers_onnx = ort_default(out / "encoder.onnx", work / "ort-default.onnx", calibration, work)
     peers_tflite = litert_default(split.export_encoder, work / "litert-default.tflite", calibration)
 
-    from csideploy.export.numerics import float_reference
+    from csideploy.gates.numerics import float_reference
 
     reference = float_reference(
         split.encoder,

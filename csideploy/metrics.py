@@ -163,16 +163,27 @@ def _rho_terms(hf: np.ndarray, xh: np.ndarray) -> np.ndarray:
 def sqnr_db(reference: Any, test: Any) -> float:
     """Signal-to-quantisation-noise ratio 10 log10(sum ref^2 / sum (ref - test)^2), in dB.
 
-    Compares an artifact's output (e.g. an INT8 encoder's codeword) with the float reference,
-    as given (no 0.5 offset). inf when the two are identical.
+    The one SQNR of the project: an artifact's output (e.g. an INT8 encoder's codeword) against
+    the float reference, as given (no 0.5 offset). Arrays or tensors, or sequences of them (the
+    outputs of one graph, taken together). inf when the two are identical, -inf when the
+    reference is all zeros or the error is not finite.
     """
-    ref = _as_array(reference, "reference").astype(np.float64, copy=False)
-    out = _as_array(test, "test").astype(np.float64, copy=False)
+    ref, out = _values(reference, "reference"), _values(test, "test")
     if ref.shape != out.shape:
         raise ShapeError(f"SQNR: reference has shape {ref.shape} but test has shape {out.shape}")
     if ref.size == 0:
         raise ShapeError(f"SQNR: empty arrays (shape {ref.shape})")
-    noise = float(np.square(ref - out).sum())
+    error = (ref - out).ravel()
+    noise, signal = float(error @ error), float(np.square(ref).sum())
+    if not np.isfinite(noise) or signal == 0.0:
+        return float("-inf") if noise != 0.0 else float("inf")
     if noise == 0.0:
         return float("inf")
-    return float(_db(float(np.square(ref).sum()) / noise))
+    return float(_db(signal / noise))
+
+
+def _values(value: Any, name: str) -> np.ndarray:
+    """One float64 array: a sequence of arrays is flattened and joined in order."""
+    if isinstance(value, (list, tuple)) and value and not np.isscalar(value[0]):
+        return np.concatenate([_as_array(v, name).astype(np.float64).ravel() for v in value])
+    return _as_array(value, name).astype(np.float64, copy=False)

@@ -149,3 +149,11 @@ def test_sqnr_hand_computed() -> None:
 def test_sqnr_shape_error_names_both_shapes() -> None:
     with pytest.raises(ShapeError, match=r"\(4,\).*\(3,\)"):
         sqnr_db(np.ones(4), np.ones(3))
+
+
+def test_sqnr_takes_several_outputs_together_and_names_degenerate_cases() -> None:
+    ref = [np.array([3.0, 4.0]), np.array([[0.0]])]
+    test = [np.array([3.0, 4.0]), np.array([[0.5]])]
+    assert sqnr_db(ref, test) == pytest.approx(10 * math.log10(25 / 0.25))
+    assert sqnr_db(np.zeros(3), np.ones(3)) == -math.inf
+    assert sqnr_db(np.ones(3), np.array([1.0, np.inf, 1.0])) == -math.inf

@@ -9,7 +9,7 @@ import importlib
 
 import click
 
-_MODULES = ("data", "infer", "train", "export", "bench", "bundle", "sweep")
+_MODULES = ("models", "data", "train", "evaluate", "infer", "export", "bench", "bundle", "sweep")
 
 
 def register_all(group: click.Group) -> None:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import functools
 import json
-import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -14,24 +12,36 @@ from csideploy import console
 from csideploy.errors import CsiDeployError
 
 
-def reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn project errors into a one-line message and their exit code."""
+class CsiDeployGroup(click.Group):
+    """The command group that turns every project error of any subcommand into one line.
 
-    @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        if kwargs.get("as_json"):
-            console.show_progress(False)
+    One place for it, so that no command can forget it: `error: ...` on stderr and the error's
+    exit code (2 for bad input), never a traceback; after a command that succeeded, the note
+    saying where other libraries' logs went.
+    """
+
+    def invoke(self, ctx: click.Context) -> Any:
         try:
-            result = command(*args, **kwargs)
+            result = super().invoke(ctx)
         except CsiDeployError as error:
             click.echo(f"error: {error}", err=True)
-            sys.exit(error.exit_code)
-        note = console.log_note()
-        if note:
-            click.echo(note, err=True)
+            ctx.exit(error.exit_code)
+        if ctx.parent is None:
+            note = console.log_note()
+            if note:
+                click.echo(note, err=True)
         return result
 
-    return wrapper
+
+def json_option(help: str = "Print the result as JSON.") -> Callable[[Any], Any]:
+    """`--json`: machine-readable output; progress bars off, so stdout stays one document."""
+
+    def quiet(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+        if value:
+            console.show_progress(False)
+        return value
+
+    return click.option("--json", "as_json", is_flag=True, help=help, callback=quiet)
 
 
 def echo_json(payload: Any) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from csideploy import console
-from csideploy.commands._common import echo_json, reports_errors
+from csideploy.commands._common import echo_json, json_option
 from csideploy.errors import CsiDeployError
 
 
@@ -60,8 +60,7 @@ def _int_list(text: str) -> tuple[int, ...]:
 @click.option("--include-decoder", is_flag=True, help="Also time the BS-side decoder files.")
 @click.option("--no-roofline", is_flag=True, help="Skip the peak / bandwidth micro-benchmark.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), help="Where perf.json goes.")
-@click.option("--json", "as_json", is_flag=True, help="Print the perf document as JSON.")
-@reports_errors
+@json_option("Print the perf document as JSON.")
 def bench_command(
     path: Path,
     runtimes: str,
@@ -141,8 +140,7 @@ def bench_command(
 @click.option(
     "--out", "out_dir", type=click.Path(path_type=Path), help="Output folder (several DIRs)."
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the written paths as JSON.")
-@reports_errors
+@json_option("Print the written paths as JSON.")
 def report_command(directories: tuple[Path, ...], out_dir: Path | None, as_json: bool) -> None:
     """Render report.html and report.md (tables and plots) for one or more artifact DIRs."""
     from csideploy.report import render_report

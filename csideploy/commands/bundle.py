@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from csideploy import console
-from csideploy.commands._common import echo_json, reports_errors
+from csideploy.commands._common import echo_json, json_option
 
 
 @click.command("verify")
@@ -18,8 +18,7 @@ from csideploy.commands._common import echo_json, reports_errors
     metavar="HASH",
     help="The manifest's sha256 as its producer published it (pins the whole contract).",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-@reports_errors
+@json_option("Print the report as JSON.")
 def verify_command(bundle: Path, expect_sha256: str | None, as_json: bool) -> None:
     """Check a bundle directory or tarball: schema, manifest hash, sha256 of every file, the
     declared interface against each file, golden vectors."""
@@ -52,12 +51,11 @@ def verify_command(bundle: Path, expect_sha256: str | None, as_json: bool) -> No
 @click.command("pack")
 @click.argument("bundle", type=click.Path(path_type=Path, file_okay=False))
 @click.option("--out", type=click.Path(path_type=Path), help="Tarball path (default DIR.tar.gz).")
-@click.option("--json", "as_json", is_flag=True, help='Print {"tarball": PATH} as JSON.')
-@reports_errors
+@json_option('Print {"tarball": PATH} as JSON.')
 def pack_command(bundle: Path, out: Path | None, as_json: bool) -> None:
     """Write a reproducible DIR.tar.gz with the UE side only (no BS decoder)."""
     from csideploy.bundle.checks import printable
-    from csideploy.bundle.tarball import pack_bundle
+    from csideploy.bundle.pack import pack_bundle
 
     tarball = pack_bundle(bundle, out=out)
     if as_json:

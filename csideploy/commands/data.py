@@ -11,7 +11,7 @@ from click.core import ParameterSource
 
 from csideploy import console
 from csideploy.commands._cluster import cluster_options
-from csideploy.commands._common import echo_json, reports_errors
+from csideploy.commands._common import echo_json, json_option
 from csideploy.errors import CsiDeployError
 
 _FRACTION = click.FloatRange(0, 1, min_open=True, max_open=True)
@@ -178,8 +178,7 @@ def _sionna_options(command: Any) -> Any:
     "--force", is_flag=True, help="Replace the files of a data set csideploy wrote there."
 )
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-@reports_errors
+@json_option()
 def synth_command(
     source: str,
     cost2100_dir: Path | None,

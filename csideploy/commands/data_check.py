@@ -7,14 +7,13 @@ from pathlib import Path
 
 import click
 
-from csideploy.commands._common import echo_json, reports_errors
+from csideploy.commands._common import echo_json, json_option
 
 
 @click.command("check")
 @click.argument("directory", type=click.Path(path_type=Path))
 @click.option("--no-progress", is_flag=True, help="No progress bar while hashing large files.")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-@reports_errors
+@json_option()
 def check_command(directory: Path, no_progress: bool, as_json: bool) -> None:
     """Name each released COST2100 file in DIRECTORY (sha256 and size), or call it unknown.
 

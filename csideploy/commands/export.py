@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from csideploy.commands._common import echo_json, latent_option, reports_errors
+from csideploy.commands._common import echo_json, json_option, latent_option
 from csideploy.defaults import (
     DEFAULT_CALIB_SAMPLES,
     DEFAULT_EVAL_SAMPLES,
@@ -156,8 +156,7 @@ from csideploy.quantize.base import calibration_methods, method_names
     help="Fine-tune after --hard-sigmoid on synthetic indoor training data.",
 )
 @click.option("--force", is_flag=True, help="Replace an existing output directory.")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-@reports_errors
+@json_option()
 def export_command(
     model_name: str,
     latent: str,
@@ -185,7 +184,7 @@ def export_command(
     as_json: bool,
 ) -> None:
     """Export the UE encoder (ONNX, TFLite; float and INT8) and the BS decoder, gated."""
-    from csideploy.export.numerics import NmseGateError
+    from csideploy.gates.numerics import NmseGateError
     from csideploy.models.registry import resolve_model_name
     from csideploy.pipeline.config import ExportConfig
     from csideploy.pipeline.run import run_export

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from csideploy.commands._common import echo_json, reports_errors
+from csideploy.commands._common import echo_json, json_option
 
 _FILE = click.Path(dir_okay=False, path_type=Path)
 
@@ -54,8 +54,7 @@ _FILE = click.Path(dir_okay=False, path_type=Path)
 )
 @click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
 @click.option("--force", is_flag=True, help="Replace an existing output file.")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-@reports_errors
+@json_option()
 def infer_command(
     model_name: str,
     cr: int | None,

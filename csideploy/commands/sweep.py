@@ -8,7 +8,7 @@ import click
 
 from csideploy import console
 from csideploy.commands._cluster import cluster_options
-from csideploy.commands._common import echo_json, reports_errors
+from csideploy.commands._common import echo_json, json_option
 
 
 @click.command("sweep")
@@ -52,8 +52,7 @@ from csideploy.commands._common import echo_json, reports_errors
 )
 @cluster_options("Each worker runs one cell at a time.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-@reports_errors
+@json_option()
 def sweep_command(
     models: str,
     crs: str,

@@ -14,19 +14,17 @@ export runs, and a missing install is a `MissingDependencyError` naming the extr
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
-from csideploy.errors import MissingDependencyError
+from csideploy.errors import CsiDeployError, MissingDependencyError
 from csideploy.formats.base import Format, register_format
 
-CALIBRATION_BATCH = 1
 """The program is exported for batch 1 (the handset call); calibration runs at that shape."""
 
 
@@ -65,22 +63,23 @@ def export_pte(
     *,
     input_shape: tuple[int, ...],
     precision: str = "fp32",
-    calibration: np.ndarray | None = None,
-    layers: Sequence[str] | None = None,
+    quantize: Callable[[Any, tuple[torch.Tensor, ...]], Any] | None = None,
 ) -> PteArtifact:
     """Export `module` (batch-1 input of `input_shape`) to `path` as an XNNPACK program.
 
-    `precision` is "fp32", "int8" (static, needs `calibration`) or "dynamic". `layers`: quantize
-    only these modules (paths inside `module`, the export's layer plan), the rest float; an
-    empty sequence quantizes nothing.
+    `precision` ("fp32", "int8" or "dynamic") is recorded; an INT8 file needs `quantize`, an INT8
+    method's step (`csideploy.quantize.pte_pt2e`) that maps the exported program and an example
+    input to the quantized program. The format itself converts float only.
     """
+    if precision != "fp32" and quantize is None:
+        raise CsiDeployError(f"{precision} .pte needs a quantizing step (csideploy.quantize)")
     version = executorch_version()
     example = (torch.zeros(1, *input_shape, dtype=torch.float32),)
     module = module.eval()
     with torch.no_grad():
         exported = torch.export.export(module, example, strict=False)
-        if precision != "fp32" and (layers is None or len(layers) > 0):
-            exported = _quantized(exported, example, precision, calibration, layers)
+        if quantize is not None:
+            exported = quantize(exported, example)
         program, delegated, portable = _lower(exported)
     data = program.buffer
     path.write_bytes(data)
@@ -93,42 +92,6 @@ def export_pte(
         portable_ops=portable,
         executorch=version,
     )
-
-
-def _quantized(
-    exported: Any,
-    example: tuple[torch.Tensor, ...],
-    precision: str,
-    calibration: Any,
-    layers: Sequence[str] | None = None,
-) -> Any:
-    """PT2E: annotate with the XNNPACK quantizer (only `layers` when given), calibrate,
-    convert, re-export."""
-    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
-        XNNPACKQuantizer,
-        get_symmetric_quantization_config,
-    )
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-
-    dynamic = precision == "dynamic"
-    quantizer = XNNPACKQuantizer().set_global(
-        get_symmetric_quantization_config(is_per_channel=True, is_dynamic=dynamic)
-    )
-    if layers is not None:
-        from csideploy.quantize.tflite_pt2e import from_modules
-
-        quantizer.set_filter_function(from_modules(tuple(layers)))
-    prepared = prepare_pt2e(exported.module(), quantizer)
-    if not dynamic:
-        if calibration is None or len(calibration) == 0:
-            raise ValueError("static INT8 needs calibration samples")
-        data = torch.from_numpy(np.ascontiguousarray(calibration, dtype=np.float32))
-        for start in range(0, len(data), CALIBRATION_BATCH):
-            prepared(data[start : start + CALIBRATION_BATCH])
-    else:
-        prepared(*example)
-    converted = convert_pt2e(prepared)
-    return torch.export.export(converted, example, strict=False)
 
 
 def _lower(exported: Any) -> tuple[Any, int, tuple[str, ...]]:

@@ -19,10 +19,10 @@ from csideploy.defaults import (
     MIN_EVAL_SAMPLES,
 )
 from csideploy.errors import CsiDeployError, DataError
-from csideploy.export.numerics import NMSE_CONVENTION
 from csideploy.formats import get_format
 from csideploy.formats.base import check_int8
 from csideploy.formats.onnx import check_opset
+from csideploy.gates.numerics import NMSE_CONVENTION
 from csideploy.quantize.base import calibration_methods, get_method
 from csideploy.runner import QUICK_RUNS as DEFAULT_RUNS
 

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from csideploy.export.numerics import GateResult, Numerics, check_levels, check_parity
+from csideploy.gates.numerics import GateResult, Numerics, check_levels, check_parity
 from csideploy.pipeline.config import ExportConfig
 from csideploy.pipeline.results import ArtifactResult, ExportContext
 from csideploy.runner import LatencyResult

@@ -24,14 +24,14 @@ import numpy as np
 import onnx
 
 from csideploy.errors import DataError
-from csideploy.export.numerics import check_nmse_drop, encoder_numerics, float_reference
 from csideploy.formats.onnx import OnnxRunner, canonicalize, graph_info
+from csideploy.gates.fidelity import FidelityLimits, check_fidelity, fidelity_failures
+from csideploy.gates.numerics import check_nmse_drop, encoder_numerics, float_reference
 from csideploy.pipeline.onnx_float import _onnx_artifact, encode_onnx
 from csideploy.pipeline.results import ArtifactResult, ExportContext
 from csideploy.quantize import blockwise_fc, equalize, onnx_graph, onnx_plan
 from csideploy.quantize import onnx_qdq as q
 from csideploy.quantize.diagnostics import LayerError
-from csideploy.quantize.fidelity import FidelityLimits, check_fidelity, fidelity_failures
 from csideploy.quantize.onnx_qdq import QuantizationParams
 
 SQNR_SAMPLES = 128

@@ -7,19 +7,19 @@ from pathlib import Path
 
 import numpy as np
 
-from csideploy.export.numerics import (
-    GateResult,
-    Numerics,
-    check_parity,
-    decoder_numerics,
-    encoder_numerics,
-)
 from csideploy.formats.onnx import (
     DECODER_IO,
     ENCODER_IO,
     OnnxGraphInfo,
     OnnxRunner,
     export_onnx,
+)
+from csideploy.gates.numerics import (
+    GateResult,
+    Numerics,
+    check_parity,
+    decoder_numerics,
+    encoder_numerics,
 )
 from csideploy.models.ue_graph import flat_codeword
 from csideploy.pipeline.format_steps import float_gate

@@ -18,14 +18,15 @@ from pathlib import Path
 import numpy as np
 
 from csideploy.errors import DataError
-from csideploy.export.numerics import GateResult, Numerics, check_nmse_drop, encoder_numerics
 from csideploy.formats.onnx import TensorInfo
 from csideploy.formats.pte import PteArtifact, export_pte
+from csideploy.gates.fidelity import FidelityLimits, check_fidelity
+from csideploy.gates.numerics import GateResult, Numerics, check_nmse_drop, encoder_numerics
 from csideploy.models.ue_graph import flat_codeword
 from csideploy.pipeline.format_steps import encoder_precisions, float_gate, register_step
 from csideploy.pipeline.int8_onnx_step import layer_plan, uses_layer_plan
 from csideploy.pipeline.results import ArtifactResult, ExportContext
-from csideploy.quantize.fidelity import FidelityLimits, check_fidelity
+from csideploy.quantize.pte_pt2e import pt2e_step
 from csideploy.quantize.torch_plan import planned_encoder
 from csideploy.runner import LatencyResult, quick_latency
 
@@ -71,8 +72,7 @@ def _export(context: ExportContext, precision: str) -> ArtifactResult:
         context.staging / file,
         input_shape=tuple(context.split.input_shape),
         precision=precision,
-        calibration=calibration,
-        layers=layers,
+        quantize=None if precision == "fp32" else pt2e_step(precision, calibration, layers),
     )
     outputs = run_pte(artifact.path, context.reference.csi)
     numerics = encoder_numerics(context.reference, context.split.decoder, flat_codeword(outputs))

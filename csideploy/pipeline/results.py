@@ -17,8 +17,8 @@ import numpy as np
 from torch import nn
 
 from csideploy import __version__
-from csideploy.export.numerics import FloatReference, GateResult, NmseConvention, Numerics
 from csideploy.formats.onnx import DECODER_IO, ENCODER_IO, TensorInfo
+from csideploy.gates.numerics import FloatReference, GateResult, NmseConvention, Numerics
 from csideploy.models.ue_graph import SideInput, UeGraph
 from csideploy.pipeline.config import ExportConfig
 from csideploy.quantize.diagnostics import LayerError

@@ -17,7 +17,7 @@ from torch import nn
 
 from csideploy.defaults import MIN_CALIB_SAMPLES, MIN_EVAL_SAMPLES
 from csideploy.errors import CsiDeployError, DataError, ToleranceError
-from csideploy.export.numerics import NMSE_CONVENTION, FloatReference, GateResult, float_reference
+from csideploy.gates.numerics import NMSE_CONVENTION, FloatReference, GateResult, float_reference
 from csideploy.models.ue_graph import SideInput
 from csideploy.pipeline.config import ExportConfig
 from csideploy.pipeline.format_steps import LEVEL_MISMATCH_LIMIT

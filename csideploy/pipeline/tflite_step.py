@@ -15,19 +15,19 @@ from pathlib import Path
 
 from csideploy.bundle.execute import run_artifact_outputs
 from csideploy.errors import DataError
-from csideploy.export.numerics import (
+from csideploy.formats.onnx import TensorInfo
+from csideploy.formats.tflite import TensorSpec, TfliteArtifact
+from csideploy.gates.fidelity import check_fidelity
+from csideploy.gates.numerics import (
     GateResult,
     Numerics,
     check_nmse_drop,
     encoder_numerics,
 )
-from csideploy.formats.onnx import TensorInfo
-from csideploy.formats.tflite import TensorSpec, TfliteArtifact
 from csideploy.models.ue_graph import flat_codeword
 from csideploy.pipeline.format_steps import encoder_precisions, float_gate, register_step
 from csideploy.pipeline.int8_onnx_step import layer_plan, limits, uses_layer_plan
 from csideploy.pipeline.results import ArtifactResult, ExportContext
-from csideploy.quantize.fidelity import check_fidelity
 from csideploy.quantize.tflite_pt2e import pt2e_export_tflite
 from csideploy.quantize.torch_plan import planned_encoder
 from csideploy.runner import LatencyResult, quick_latency

@@ -6,7 +6,7 @@ and with `force` replaces only a directory that is recognisably a csideploy expo
 final rename stays on one file system), removes it if anything fails, and on `commit()`
 renames it to the target. With `force`, the old directory is moved aside first and deleted
 only after the new one is in place. Staging directories of killed exports are removed or
-reported on the next export to the same target (`csideploy.export.stale`).
+reported on the next export to the same target (`csideploy.pipeline.stale`).
 
 `write_reports` writes `numerics.json`, `report.md` and, last, `manifest.json` (which lists
 every other file with its sha256 and size).
@@ -30,8 +30,8 @@ import onnx
 from csideploy import __version__
 from csideploy.bundle.replace import check_replaceable_dir
 from csideploy.errors import CsiDeployError, OutputExistsError
-from csideploy.export import stale
-from csideploy.export.numerics import format_layer_table
+from csideploy.gates.numerics import format_layer_table
+from csideploy.pipeline import stale
 from csideploy.pipeline.results import ExportResult, FileEntry, file_entry, jsonable
 
 MANIFEST_FORMAT = "csideploy-export"

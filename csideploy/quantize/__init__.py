@@ -8,8 +8,6 @@
   inputs at run time (ONNX Runtime's MatMulNBits), the layer plan's "dynamic" form.
 - `calibration_data`: checks on a calibration set (degenerate, mismatched with the evaluation
   set) and equal-size calibration batches.
-- `fidelity`: the fidelity of an INT8 encoder to the float model (codeword SQNR,
-  reconstruction NMSE against the float reconstruction) and its gate.
 - `onnx_graph`: edits of a quantized ONNX graph (float codeword output, bias correction).
 - `onnx_plan`: which layers an ONNX INT8 encoder quantizes, chosen by measured speed and
   sensitivity.

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from csideploy.metrics import sqnr_db
 from csideploy.quantize.calibration_data import CALIBRATION_BATCH, ArrayReader, quiet_quantizer
 
 
@@ -199,23 +199,3 @@ def int8_initializers(model: onnx.ModelProto) -> tuple[str, ...]:
         elif node.op_type in ("MatMulInteger", "ConvInteger") and node.input[1] in stored:
             weights.add(node.input[1])
     return tuple(sorted(weights))
-
-
-def sqnr_db(
-    reference: Sequence[np.ndarray] | np.ndarray, test: Sequence[np.ndarray] | np.ndarray
-) -> float:
-    """10 log10(signal power / error power) in dB; inf when the two are identical."""
-    ref = _flat(reference)
-    err = ref - _flat(test)
-    noise = float(np.dot(err, err))
-    signal = float(np.dot(ref, ref))
-    if noise == 0.0:
-        return math.inf
-    if signal == 0.0:
-        return -math.inf
-    return 10.0 * math.log10(signal / noise)
-
-
-def _flat(values: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
-    arrays = [values] if isinstance(values, np.ndarray) else list(values)
-    return np.concatenate([np.asarray(a, dtype=np.float64).ravel() for a in arrays])

@@ -18,7 +18,6 @@ same `Mul` becomes part of the module (`EqualizedLinear`).
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,6 +25,8 @@ import onnx
 import torch
 from onnx import helper, numpy_helper
 from torch import nn
+
+from csideploy.metrics import sqnr_db
 
 ALPHAS = (0.0, 0.15, 0.3, 0.45, 0.6)
 RANGE_FLOOR = 1e-2
@@ -59,12 +60,6 @@ def _fake_quant_weight(w: np.ndarray) -> np.ndarray:
     return np.round(w / scale) * scale
 
 
-def _sqnr(reference: np.ndarray, test: np.ndarray) -> float:
-    noise = float(np.sum((reference - test) ** 2))
-    signal = float(np.sum(reference**2))
-    return math.inf if noise == 0 else 10.0 * math.log10(max(signal, 1e-30) / noise)
-
-
 def choose_scales(x: np.ndarray, w: np.ndarray) -> Equalization:
     """Best input scales for `y = x @ w.T` (x: (N, K) calibration inputs, w: (M, K)).
 
@@ -77,12 +72,12 @@ def choose_scales(x: np.ndarray, w: np.ndarray) -> Equalization:
     half = max(len(x) // 2, 1)
     fit, held = (x[:half], x[half:]) if len(x) > 1 else (x, x)
     reference = held @ w.T
-    plain = _sqnr(reference, _fake_quant_input(held, fit) @ _fake_quant_weight(w).T)
+    plain = sqnr_db(reference, _fake_quant_input(held, fit) @ _fake_quant_weight(w).T)
     best = Equalization(np.ones(x.shape[1]), None, plain, plain)
     for alpha in ALPHAS:
         scales = _scales(fit, w, alpha)
         quantized = _fake_quant_input(held / scales, fit / scales)
-        sqnr = _sqnr(reference, quantized @ _fake_quant_weight(w * scales).T)
+        sqnr = sqnr_db(reference, quantized @ _fake_quant_weight(w * scales).T)
         if sqnr > best.sqnr_db:
             best = Equalization(_scales(x, w, alpha), alpha, sqnr, plain)
     return best

@@ -38,6 +38,7 @@ from csideploy.quantize.tflite_pt2e_rules import (
     observe_bare_concatenations,
     observe_float_only,
     observe_model_inputs,
+    share_fixed_outputs,
     share_padding_scales,
 )
 
@@ -207,12 +208,14 @@ def _csi_quantizer(base: type) -> type:
       padding) and those slices take the tensor's own quantization. INT8 SLICE and
       CONCATENATION need equal input and output scales, and separate observers on the slices
       and the padded result break that (the converter refuses the graph).
-    - Observers on every other `cat` it leaves bare. Its `cat` annotator finds concatenations
-      through source-function metadata that `torch.export` no longer records for `torch.cat`, so it
-      annotates none. The converter still emits an int8 CONCATENATION, whose kernel needs one
-      scale for all inputs, and gives it the first input's scale, which clips the others
-      (CLNet's attention merge lost ~30 dB SQNR that way). Observing each input and the output
-      lets the converter requantize every input to the output's range.
+    - One shared observer on every other `cat` it leaves bare. Its `cat` annotator finds
+      concatenations through source-function metadata that `torch.export` no longer records for
+      `torch.cat`, so it annotates none. The converter still emits an int8 CONCATENATION, whose
+      kernel needs one scale for all inputs, and gives it the first input's scale, which clips
+      the others (CLNet's attention merge lost ~30 dB SQNR that way). One observer that sees
+      every input gives all of them and the output one range, with no rescale in between.
+    - A consumer of a fixed-range output (sigmoid) reads it with that output's quantization
+      instead of quantizing it again.
     - Python integer scalars multiplying or offsetting a float tensor become float constants
       (the base class would make them int64 buffers and put a histogram observer on them).
     - Observers on float tensors only: index buffers, comparisons and cast results are never
@@ -245,6 +248,7 @@ def _csi_quantizer(base: type) -> type:
                 leave_feature_math_float(model)
                 share_padding_scales(model, config, QuantizationAnnotation)
                 observe_bare_concatenations(model, config, QuantizationAnnotation)
+                share_fixed_outputs(model)
                 observe_model_inputs(model, config, QuantizationAnnotation)
                 leave_levelling_float(model)
             observe_float_only(model)

@@ -117,20 +117,52 @@ def _padding_source(cat: Any) -> Any:
 def observe_bare_concatenations(
     model: torch.fx.GraphModule, config: Any, annotation_class: type
 ) -> None:
+    """One observer for every other `cat`: its inputs and output share the first input's scale.
+
+    TFLite's CONCATENATION wants one scale on all sides; separate observers make the converter
+    insert a rescale per input (and warn about the trivial ones, CLNet's channel pool).
+    """
+    from torchao.quantization.pt2e.quantizer import SharedQuantizationSpec
+
     for node in model.graph.nodes:
         if node.op != "call_function" or node.target is not _ATEN.cat.default:
             continue
         if "quantization_annotation" in node.meta:
             continue
+        parts = [arg for arg in node.args[0] if isinstance(arg, torch.fx.Node)]
+        if not parts:
+            continue
+        shared = SharedQuantizationSpec((parts[0], node))
         node.meta["quantization_annotation"] = annotation_class(
             input_qspec_map={
-                arg: config.input_activation
-                for arg in node.args[0]
-                if isinstance(arg, torch.fx.Node)
+                part: config.input_activation if k == 0 else shared
+                for k, part in enumerate(parts)
             },
-            output_qspec=config.output_activation,
+            output_qspec=shared,
             _annotated=True,
         )
+
+
+def share_fixed_outputs(model: torch.fx.GraphModule) -> None:
+    """A consumer of a fixed-range output (sigmoid: 1/256 steps over [0, 1]) reads it as is.
+
+    An input observer of its own would quantize the already quantized tensor a second time
+    (CLNet's attention: x * sigmoid(...)), which the converter flags as a quantizer feeding a
+    quantizer.
+    """
+    from torchao.quantization.pt2e.quantizer import (
+        FixedQParamsQuantizationSpec,
+        SharedQuantizationSpec,
+    )
+
+    for node in model.graph.nodes:
+        annotation = node.meta.get("quantization_annotation")
+        if annotation is None:
+            continue
+        for source in list(annotation.input_qspec_map):
+            produced = getattr(source.meta.get("quantization_annotation"), "output_qspec", None)
+            if isinstance(produced, FixedQParamsQuantizationSpec):
+                annotation.input_qspec_map[source] = SharedQuantizationSpec(source)
 
 
 def observe_model_inputs(model: torch.fx.GraphModule, config: Any, annotation_class: type) -> None:

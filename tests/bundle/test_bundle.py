@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from csideploy.bundle.manifest import manifest_schema, parse_manifest, read_manifest
-from csideploy.bundle.tarball import pack_bundle
+from csideploy.bundle.pack import pack_bundle
 from csideploy.bundle.verify import verify_bundle
 from csideploy.errors import BundleError
 

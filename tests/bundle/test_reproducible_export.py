@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from csideploy.bundle.tarball import pack_bundle
+from csideploy.bundle.pack import pack_bundle
 from csideploy.bundle.verify import verify_bundle
 from csideploy.models import build
 from csideploy.models.checkpoint import save_checkpoint

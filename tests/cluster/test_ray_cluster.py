@@ -12,11 +12,13 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import jsonschema
 import numpy as np
 import pytest
 from click.testing import CliRunner
 from ray_cluster import LoopbackRayCluster
 
+import csideploy
 from csideploy.cli import main
 from csideploy.cluster.runtime import ray_runtime
 from csideploy.cluster.shards import Shard, run_shards
@@ -96,6 +98,10 @@ def test_sweep_on_the_cluster_equals_one_process(cluster: str, tmp_path: Path) -
     run = _cli("sweep", *grid, *small, "--out", str(out), "--ray-address", cluster, "--json")
     assert run.returncode == 0, run.stderr
     result = json.loads(run.stdout)
+    schema = json.loads(
+        (Path(csideploy.__file__).parent / "bundle" / "cli-output.schema.json").read_text()
+    )
+    jsonschema.validate(result, {**schema, "$ref": "#/$defs/sweep"})
     assert result["cells"] == ["crnet-cr64-onnx-float", "crnet-cr64-onnx-dynamic"]
     report = (out / "report.md").read_text()
     assert "crnet-cr64 (crnet-cr64-onnx-float)" in report

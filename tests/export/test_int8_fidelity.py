@@ -7,13 +7,13 @@ import pytest
 import torch
 from torch import nn
 
-from csideploy.export.numerics import check_nmse_drop, encoder_numerics, float_reference
-from csideploy.quantize.fidelity import (
+from csideploy.gates.fidelity import (
     FidelityGateError,
     FidelityLimits,
     check_fidelity,
-    codeword_sqnr_db,
 )
+from csideploy.gates.numerics import check_nmse_drop, encoder_numerics, float_reference
+from csideploy.metrics import sqnr_db
 
 
 class _Flatten(nn.Module):
@@ -46,7 +46,7 @@ def test_an_int8_file_whose_nmse_improves_but_codeword_moved_fails_the_fidelity_
     assert numerics.delta_nmse_db < -3.0  # "better" than float against the ground truth
     nmse_gate = check_nmse_drop(numerics, 0.3, what="encoder.int8.onnx")
     assert nmse_gate.passed
-    assert numerics.codeword_sqnr_db == pytest.approx(codeword_sqnr_db(reference.codewords,
+    assert numerics.codeword_sqnr_db == pytest.approx(sqnr_db(reference.codewords,
                                                                        moved))
     assert numerics.codeword_sqnr_db < 1.0
     assert numerics.fidelity_nmse_db > -1.0

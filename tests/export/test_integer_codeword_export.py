@@ -15,8 +15,8 @@ from csideploy.bundle.verify import verify_bundle
 from csideploy.calibration.paired import write_paired_dataset
 from csideploy.calibration.synthetic import write_synthetic_dataset
 from csideploy.errors import DataError, ToleranceError
-from csideploy.export.numerics import FloatReference, NmseConvention
 from csideploy.formats.onnx import OnnxRunner, export_onnx
+from csideploy.gates.numerics import FloatReference, NmseConvention
 from csideploy.models import build
 from csideploy.models.checkpoint import save_checkpoint
 from csideploy.models.zoo.dualnet_mp import CircularConv2d, feedback_bits

@@ -10,7 +10,7 @@ import torch
 from export_test_models import handmade_clnet, synthetic_csi
 
 from csideploy.errors import ShapeError, ToleranceError
-from csideploy.export.numerics import (
+from csideploy.gates.numerics import (
     NmseGateError,
     Numerics,
     check_nmse_drop,

@@ -11,7 +11,8 @@ from onnx import numpy_helper
 
 from csideploy.errors import DataError
 from csideploy.formats.onnx import OnnxRunner, export_onnx
-from csideploy.quantize.diagnostics import float_ops, layer_sqnr, sqnr_db
+from csideploy.metrics import sqnr_db
+from csideploy.quantize.diagnostics import float_ops, layer_sqnr
 from csideploy.quantize.onnx_qdq import float_nodes, quantize_dynamic_onnx, quantize_static_onnx
 from csideploy.transforms import linearize_pointwise_convs
 

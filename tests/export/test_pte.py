@@ -155,7 +155,7 @@ def test_runner_times_a_program(crnet):
 def test_int8_program_is_held_to_the_nmse_gate(tmp_path):
     """CRNet CR 1/64 with every layer in INT8 loses about 1.6 dB on these 64 samples: over
     the default 0.3 dB."""
-    from csideploy.export.numerics import NmseGateError
+    from csideploy.gates.numerics import NmseGateError
 
     with pytest.raises(NmseGateError) as caught:
         _export(tmp_path, "crnet", CRNET_64, int8_layers="all")

@@ -12,15 +12,15 @@ import torch
 from export_test_models import handmade_clnet, small_model
 
 from csideploy.errors import CheckpointError, DataError, OutputExistsError, ToleranceError
-from csideploy.export.numerics import NmseGateError
 from csideploy.formats.base import FORMATS, Format
 from csideploy.formats.onnx import OnnxRunner, inspect_onnx
+from csideploy.gates.numerics import NmseGateError
 from csideploy.models.checkpoint import save_checkpoint
 from csideploy.pipeline.config import ExportConfig
 from csideploy.pipeline.format_steps import FORMAT_STEPS, register_step
 from csideploy.pipeline.results import ArtifactResult
 from csideploy.pipeline.run import run_export
-from csideploy.pipeline.steps import split_step
+from csideploy.pipeline.steps import CalibrationWarning, split_step
 
 FAST = {"calib_samples": 32, "eval_samples": 64, "latency_runs": 10, "int8_layers": "all"}
 
@@ -186,7 +186,7 @@ def test_weak_calibration_trips_the_gate_and_writes_nothing(checkpoint, tmp_path
     out = tmp_path / "out"
     config = ExportConfig(model="clnet", cr=32, checkpoint=str(checkpoint), int8="static",
                           calib=str(weak), out=str(out), **FAST)
-    with pytest.raises(NmseGateError) as caught:
+    with pytest.raises(NmseGateError) as caught, pytest.warns(CalibrationWarning, match="RMS"):
         run_export(config)
     error = caught.value
     assert isinstance(error, ToleranceError) and error.exit_code == 3
@@ -199,10 +199,11 @@ def test_weak_calibration_trips_the_gate_and_writes_nothing(checkpoint, tmp_path
 
 def test_open_limits_accept_the_weak_calibration(checkpoint, tmp_path):
     weak = _weak_calibration(tmp_path)
-    result = run_export(ExportConfig(model="clnet", cr=32, checkpoint=str(checkpoint),
-                                     int8="static", calib=str(weak), max_nmse_drop=math.inf,
-                                     min_codeword_sqnr=-math.inf, max_fidelity_nmse=math.inf,
-                                     out=str(tmp_path / "out"), **FAST))
+    with pytest.warns(CalibrationWarning, match="RMS"):
+        result = run_export(ExportConfig(model="clnet", cr=32, checkpoint=str(checkpoint),
+                                         int8="static", calib=str(weak), max_nmse_drop=math.inf,
+                                         min_codeword_sqnr=-math.inf, max_fidelity_nmse=math.inf,
+                                         out=str(tmp_path / "out"), **FAST))
     int8 = result.artifact("encoder.int8.onnx")
     assert int8.numerics.delta_nmse_db > 0.3 and all(g.passed for g in int8.gates)
     numerics = json.loads((result.out_dir / "numerics.json").read_text())
@@ -286,7 +287,7 @@ def test_a_registered_format_appends_its_artifacts(checkpoint, tmp_path):
     records, which are measured, reported and listed like the built-in ones."""
     import shutil
 
-    from csideploy.export.numerics import encoder_numerics
+    from csideploy.gates.numerics import encoder_numerics
 
     def probe(context, precision, written):
         assert precision == "fp32" and written == []

@@ -436,3 +436,16 @@ def test_quantized_precision_without_a_quantizer_is_refused(tmp_path, encoders, 
     with pytest.raises(CsiDeployError, match="int8 TFLite needs a quantizing converter"):
         export_tflite(encoders["clnet64"], out, precision="int8", calibration=calibration)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_clnet_int8_conversion_leaves_the_converter_nothing_to_fix(
+    tmp_path, encoders, calibration, capfd
+):
+    """The annotation gives the converter a graph it takes as is: no trivial rescale around
+    the channel pool's concatenation, no second quantizer on the attention's sigmoid."""
+    pt2e_export_tflite(
+        encoders["clnet64"], tmp_path / "e.tflite", precision="int8", calibration=calibration
+    )
+    err = capfd.readouterr().err
+    assert "Remove trivial `rescale` op" not in err
+    assert "quantizer's output has another quantizer" not in err

@@ -161,5 +161,5 @@ def test_short_training_lowers_the_loss() -> None:
         loss = nn.functional.mse_loss(model(x), x)
         loss.backward()
         optimizer.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0]

@@ -14,15 +14,12 @@ A codeword that moved far fails both, whatever the NMSE against the ground truth
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import numpy as np
-
 from csideploy.defaults import DEFAULT_MAX_FIDELITY_NMSE_DB as MAX_FIDELITY_NMSE_DB
 from csideploy.defaults import DEFAULT_MIN_CODEWORD_SQNR_DB as MIN_CODEWORD_SQNR_DB
-from csideploy.export.numerics import GateResult, NmseGateError, Numerics
+from csideploy.gates.numerics import GateResult, NmseGateError, Numerics
 from csideploy.quantize.diagnostics import LayerError
 
 
@@ -32,25 +29,6 @@ class FidelityLimits:
 
     min_codeword_sqnr_db: float = MIN_CODEWORD_SQNR_DB
     max_fidelity_nmse_db: float = MAX_FIDELITY_NMSE_DB
-
-
-def codeword_sqnr_db(reference: np.ndarray, test: np.ndarray) -> float:
-    """SQNR of `test` against `reference` over all entries, dB; inf when identical."""
-    ref = np.asarray(reference, dtype=np.float64).ravel()
-    error = ref - np.asarray(test, dtype=np.float64).ravel()
-    noise, signal = float(error @ error), float(ref @ ref)
-    if not math.isfinite(noise):
-        return -math.inf
-    if noise == 0.0:
-        return math.inf
-    return 10.0 * math.log10(signal / noise) if signal > 0 else -math.inf
-
-
-def fidelity_nmse_db(float_reconstruction: np.ndarray, reconstruction: np.ndarray) -> float:
-    """NMSE (dB, `linear` convention) of a reconstruction against the float model's."""
-    from csideploy.metrics import nmse
-
-    return float(nmse(float_reconstruction, reconstruction, convention="linear"))
 
 
 def fidelity_failures(sqnr_db: float, fidelity_db: float, limits: FidelityLimits) -> list[str]:
@@ -78,7 +56,7 @@ def check_fidelity(
     layer_table: Callable[[], Sequence[LayerError]] | None = None,
 ) -> GateResult:
     """The second side of the INT8 gate: fidelity to the float model (see
-    `csideploy.quantize.fidelity`), whatever the NMSE against the ground truth did."""
+    `csideploy.gates.fidelity`), whatever the NMSE against the ground truth did."""
     if numerics.level_mismatch is not None:
         # Integer codewords: a one-level tie on a near-silent level swings the SQNR; those
         # files keep their level-count gate (`check_levels`) and the NMSE gate.

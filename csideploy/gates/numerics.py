@@ -214,13 +214,13 @@ def encoder_numerics(
     expected = reference.parity_codewords
     _check_same_shape("codeword", expected, codewords)
     reconstruction = run_torch(decoder, codewords, reference.side)
-    from csideploy.quantize.fidelity import codeword_sqnr_db, fidelity_nmse_db
+    from csideploy.metrics import nmse, sqnr_db
 
     numerics = _numerics("codeword", reference, expected, codewords, reconstruction)
     numerics = replace(
         numerics,
-        codeword_sqnr_db=codeword_sqnr_db(reference.codewords, codewords),
-        fidelity_nmse_db=fidelity_nmse_db(reference.reconstruction, reconstruction),
+        codeword_sqnr_db=sqnr_db(reference.codewords, codewords),
+        fidelity_nmse_db=float(nmse(reference.reconstruction, reconstruction)),
     )
     if reference.integer_codeword:
         mismatch = float(np.mean(expected != codewords)) if expected.size else 0.0
