@@ -15,6 +15,7 @@ import os
 import socket
 import tempfile
 from collections.abc import Callable, Iterator
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from csideploy.calibration.cost2100_source import (
     write_cost2100_dataset,
 )
 from csideploy.cluster.kept import KeptShards
+from csideploy.cluster.kept import shard_folder as kept_folder
 from csideploy.cluster.shards import Shard
 from csideploy.cluster.store import Spec
 from csideploy.errors import DataError
@@ -98,8 +100,7 @@ def write_sharded_cost2100(
         planned: list[tuple[int, int]], _work: Path, _done: Callable[[int], object]
     ) -> Iterator[BatchResult]:
         shards, specs = plan(preset, model, planned)
-        record = {"generator": GENERATOR_ID, "preset": preset, "shards": _record(shards)}
-        kept = KeptShards(Path(out_dir), record, shards, specs, ray, progress)
+        kept = KeptShards(Path(out_dir), _record(preset, shards), shards, specs, ray, progress)
         holder.append(kept)
         for _shard, arrays in kept.arrays(PREFIX):
             yield BatchResult(
@@ -119,6 +120,15 @@ def write_sharded_cost2100(
     return files
 
 
-def _record(shards: list[Shard]) -> list[tuple[str, Any]]:
-    """Names, model folder, sizes and seeds: what decides the kept results' bytes."""
-    return [(s.name, s.args[1:]) for s in shards]
+def _record(preset: Cost2100Preset, shards: list[Shard]) -> dict[str, Any]:
+    """What decides the kept results' bytes: generator, preset, model folder, sizes, seeds."""
+    return {
+        "generator": GENERATOR_ID,
+        "preset": asdict(preset),
+        "shards": [(s.name, s.args[1:]) for s in shards],
+    }
+
+
+def shard_folder(target: Path, preset: Cost2100Preset, shards: list[Shard]) -> Path:
+    """Where the batches of this exact data set are kept (see `cluster.kept.shard_folder`)."""
+    return kept_folder(Path(target), _record(preset, shards))

@@ -217,7 +217,7 @@ def synth_command(
         if paired:
             raise click.UsageError("--paired applies to --source builtin or sionna only")
         if workers is not None and ray_address is not None:
-            raise click.UsageError(
+            raise CsiDeployError(
                 "--source cost2100: --workers N runs N Octave processes here, --ray-address "
                 "runs each batch on a Ray cluster: pick one"
             )
