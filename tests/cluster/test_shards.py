@@ -235,3 +235,26 @@ def test_kept_cost2100_batches_are_not_drawn_again(
         np.testing.assert_array_equal(got, want)
     assert json.loads(files["manifest"].read_text())["redraws"] == 6
     assert not folder.exists()
+
+
+def test_failing_cost2100_batches_are_named_and_leave_no_file(tmp_path: Path) -> None:
+    """A model whose cost2100.m always fails: every batch is rerun (Octave, then shard
+    retries), then named; no data file appears, only the (empty) shard folder stays."""
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "cost2100.m").write_text(
+        "function varargout = cost2100(varargin)\nerror('hostile model: no channel here');\nend\n"
+    )
+    target = tmp_path / "data"
+    fractions = {"val_fraction": 0.34, "test_fraction": 0.34}
+    with pytest.raises(ShardError) as caught:
+        write_sharded_cost2100(target, ray=None, cost2100_dir=model, n=3, **fractions)
+    message = str(caught.value)
+    assert message.startswith("3 of 3 shard(s) failed after 3 attempt(s): batch-00000 (DataError: ")
+    assert "batch-00002 (DataError: COST2100 under Octave produced no output after 3 runs: " in (
+        message
+    )
+    assert "hostile model: no channel here" in message and caught.value.exit_code == 4
+    assert not target.exists()
+    (kept,) = [p for p in tmp_path.iterdir() if p.name.startswith(SHARDS_PREFIX)]
+    assert list(kept.iterdir()) == []
