@@ -31,7 +31,7 @@ from csideploy.calibration.cost2100_source import (
     run_batch,
     write_cost2100_dataset,
 )
-from csideploy.cluster.kept import KeptShards
+from csideploy.cluster.kept import KeptShards, plan_record
 from csideploy.cluster.kept import shard_folder as kept_folder
 from csideploy.cluster.shards import Shard
 from csideploy.cluster.store import Spec
@@ -122,11 +122,7 @@ def write_sharded_cost2100(
 
 def _record(preset: Cost2100Preset, shards: list[Shard]) -> dict[str, Any]:
     """What decides the kept results' bytes: generator, preset, model folder, sizes, seeds."""
-    return {
-        "generator": GENERATOR_ID,
-        "preset": asdict(preset),
-        "shards": [(s.name, s.args[1:]) for s in shards],
-    }
+    return plan_record(GENERATOR_ID, asdict(preset), shards)
 
 
 def shard_folder(target: Path, preset: Cost2100Preset, shards: list[Shard]) -> Path:

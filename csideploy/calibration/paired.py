@@ -61,6 +61,9 @@ _UL_PHASE_STREAM = 0x0171
 PairedBlocks = Callable[..., Iterable[tuple[int, np.ndarray, np.ndarray, "np.ndarray | None"]]]
 """`_paired_chunks`' arguments (n, config, seed, UL carrier Hz, progress, with HF) ->
 (start, DL, UL, HF or None) in order."""
+BlockPlan = Callable[[Any, dict[str, int], dict[str, int], float], PairedBlocks]
+"""(config, counts by split, seeds by split, UL carrier Hz) -> where every split's chunks
+come from."""
 
 __all__ = ["MatStreamWriter", "dataset_bytes", "move_into_place", "refuse_existing"]
 
@@ -223,7 +226,7 @@ def write_paired_dataset(
     test_fraction: float = 2 / 15,
     overwrite: bool = False,
     progress: bool = False,
-    blocks: PairedBlocks | None = None,
+    blocks: BlockPlan | None = None,
 ) -> WrittenDataset:
     """Write built-in paired UL/DL data in the COST2100 layout (train / val / test splits).
 
@@ -246,6 +249,8 @@ def write_paired_dataset(
     refuse_existing(target, names.values(), overwrite)
     with staged_output(target) as staging:  # first: an unwritable target fails here, at once
         check_disk_space(target, dataset_bytes(counts, per_split=2))
+        ul_hz = ratio * cfg.carrier_hz
+        source = _paired_chunks if blocks is None else blocks(cfg, counts, seeds, ul_hz)
         for split in ("train", "val", "test"):
             size = counts[split]
             shapes: dict[str, tuple[int, int, Any]] = {
@@ -258,7 +263,7 @@ def write_paired_dataset(
                     staging / names["testF"], {"HF_all": (size, 4000, np.complex64)}
                 )
             with MatStreamWriter(staging / names[split], shapes) as writer:
-                chunks = (blocks or _paired_chunks)(
+                chunks = source(
                     size, cfg, seeds[split], ratio * cfg.carrier_hz, progress, freq is not None
                 )
                 for start, dl, ul, hf in chunks:

@@ -22,15 +22,15 @@ import numpy as np
 from csideploy.calibration import synthetic
 from csideploy.calibration.paired import (
     PAIRED_GENERATOR_ID,
+    PairedBlocks,
     WrittenDataset,
     _ul_ratio,
     paired_chunk,
-    split_counts,
     write_paired_dataset,
 )
 from csideploy.calibration.synthetic_config import SyntheticConfig
-from csideploy.calibration.synthetic_shards import SHARD_SAMPLES, SPLITS
-from csideploy.cluster.kept import KeptShards
+from csideploy.calibration.synthetic_shards import shard_ranges
+from csideploy.cluster.kept import KeptShards, plan_record
 from csideploy.cluster.shards import Shard
 from csideploy.cluster.store import Spec
 
@@ -59,65 +59,41 @@ def plan(
     """The shards of every split in order, and the arrays each one must return."""
     shards: list[Shard] = []
     specs: dict[str, Spec] = {}
-    for split in SPLITS:
-        with_freq = split == "test"
-        for start in range(0, counts[split], SHARD_SAMPLES):
-            size = min(SHARD_SAMPLES, counts[split] - start)
-            name = f"{split}-{start // SHARD_SAMPLES:05d}"
-            args = (cfg, seeds[split], start, size, ul_hz, with_freq)
-            shards.append(Shard(name, make_paired_block, args))
-            csi = ((size, 2, 32, 32), "float32")
-            specs[name] = {"dl": csi, "ul": csi}
-            if with_freq:
-                specs[name]["hf"] = ((size, 32, synthetic.N_FREQ), "complex64")
+    for split, name, start, size, with_freq in shard_ranges(counts):
+        args = (cfg, seeds[split], start, size, ul_hz, with_freq)
+        shards.append(Shard(name, make_paired_block, args))
+        csi = ((size, 2, 32, 32), "float32")
+        specs[name] = {"dl": csi, "ul": csi}
+        if with_freq:
+            specs[name]["hf"] = ((size, 32, synthetic.N_FREQ), "complex64")
     return shards, specs
 
 
 def write_sharded_paired(
-    out_dir: str | os.PathLike[str],
-    *,
-    ray: Any | None,
-    scenario: str = "indoor",
-    n: int = 15000,
-    seed: int = 0,
-    ul_carrier_hz: float | None = None,
-    val_fraction: float = 0.2,
-    test_fraction: float = 2 / 15,
-    overwrite: bool = False,
-    progress: bool = False,
+    out_dir: str | os.PathLike[str], *, ray: Any | None, progress: bool = False, **options: Any
 ) -> WrittenDataset:
-    """`write_paired_dataset` with the drops made as shards on `ray` (None: here).
-
-    Same files, same bytes. Raises ShardError naming the shards that failed their retries;
-    the shards that finished stay in the shard folder for the next run.
+    """`write_paired_dataset(out_dir, **options)` with the drops made as shards on `ray`
+    (None: here). Same files, same bytes. Raises ShardError naming the shards that failed
+    their retries; the shards that finished stay in the shard folder for the next run.
     """
-    cfg = synthetic._config(scenario)
-    ul_hz = _ul_ratio(cfg.name, ul_carrier_hz, cfg.carrier_hz) * cfg.carrier_hz
-    counts = split_counts(n, val_fraction, test_fraction)
-    shards, specs = plan(cfg, counts, synthetic.split_seeds(seed), ul_hz)
-    record = {
-        "generator": PAIRED_GENERATOR_ID,
-        "config": asdict(cfg),
-        "shards": [(s.name, s.args[1:]) for s in shards],
-    }
-    kept = KeptShards(Path(out_dir), record, shards, specs, ray, progress)
-    split_of = {seed_: split for split, seed_ in synthetic.split_seeds(seed).items()}
+    holder: list[KeptShards] = []
 
-    def blocks(_n: int, _cfg: Any, split_seed: int, *_rest: Any) -> Iterator[Any]:
-        for shard, arrays in kept.arrays(split_of[split_seed]):
-            yield shard.args[2], arrays["dl"], arrays["ul"], arrays.get("hf")
+    def blocks(
+        cfg: SyntheticConfig, counts: dict[str, int], seeds: dict[str, int], ul_hz: float
+    ) -> PairedBlocks:
+        shards, specs = plan(cfg, counts, seeds, ul_hz)
+        record = plan_record(PAIRED_GENERATOR_ID, asdict(cfg), shards)
+        kept = KeptShards(Path(out_dir), record, shards, specs, ray, progress)
+        holder.append(kept)
+        split_of = {split_seed: split for split, split_seed in seeds.items()}
 
-    written = write_paired_dataset(
-        out_dir,
-        scenario=scenario,
-        n=n,
-        seed=seed,
-        ul_carrier_hz=ul_carrier_hz,
-        val_fraction=val_fraction,
-        test_fraction=test_fraction,
-        overwrite=overwrite,
-        progress=False,
-        blocks=blocks,
-    )
-    kept.remove_folder()
+        def split_blocks(_n: int, _cfg: Any, split_seed: int, *_rest: Any) -> Iterator[Any]:
+            for shard, arrays in kept.arrays(split_of[split_seed]):
+                yield shard.args[2], arrays["dl"], arrays["ul"], arrays.get("hf")
+
+        return split_blocks
+
+    written = write_paired_dataset(out_dir, progress=False, blocks=blocks, **options)
+    for kept in holder:
+        kept.remove_folder()
     return written
