@@ -13,6 +13,22 @@ from pathlib import Path
 from typing import Any
 
 from csideploy.cluster.runtime import check_choice, ray_runtime
+from csideploy.errors import CsiDeployError
+
+
+def cost2100_options(
+    cost2100_dir: Path, workers: int | None, address: str | None
+) -> dict[str, Any]:
+    """`--source cost2100`'s writer options: `--workers N` keeps N local Octave processes
+    (no Ray), `--ray-address` runs every batch as a Ray task; the files are the same."""
+    if workers is not None and address is not None:
+        raise CsiDeployError(
+            "--source cost2100: --workers N runs N Octave processes here, --ray-address "
+            "runs each batch on a Ray cluster: pick one"
+        )
+    if address is not None:
+        return {"cost2100_dir": cost2100_dir, "cluster": (None, address)}
+    return {"cost2100_dir": cost2100_dir, "workers": workers or 1}
 
 
 def write_sharded(

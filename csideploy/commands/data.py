@@ -123,10 +123,7 @@ def _sionna_options(command: Any) -> Any:
     default=None,
     help="COST2100 only: the model's MATLAB code (the folder with cost2100.m, or its parent).",
 )
-@cluster_options(
-    "Same files for any N. --source cost2100: N Octave processes here, no Ray (use "
-    "--ray-address to run its batches on a cluster)."
-)
+@cluster_options("Same files for any N. --source cost2100: N Octave processes here, no Ray.")
 @click.option(
     "--scenario",
     type=click.Choice([s for names in SCENARIOS.values() for s in names]),
@@ -205,9 +202,8 @@ def synth_command(
 
     Splits are DATA_H{train,val,test}{in|out}.mat (HT, float32 N x 2048) plus the test
     split's DATA_HtestF*_all.mat and a JSON manifest. Sionna data use the `out` names.
-    --source cost2100 runs the COST2100 model (GPL-3, not included in the package; e.g.
-    third_party/cost2100 of the repository) under GNU Octave in --workers processes, or on
-    a Ray cluster (--ray-address; the model folder at the same path on every node).
+    --source cost2100 runs the COST2100 model (GPL-3, not in the package; e.g. the repository's
+    third_party/cost2100) under GNU Octave: --workers processes here, or --ray-address tasks.
     """
     scenario = _scenario_for(source, scenario)
     _refuse_unused_options(source, paired, ul_carrier_ghz)
@@ -216,16 +212,9 @@ def synth_command(
             raise click.UsageError("--source cost2100 needs --cost2100-dir DIR (the model's code)")
         if paired:
             raise click.UsageError("--paired applies to --source builtin or sionna only")
-        if workers is not None and ray_address is not None:
-            raise CsiDeployError(
-                "--source cost2100: --workers N runs N Octave processes here, --ray-address "
-                "runs each batch on a Ray cluster: pick one"
-            )
-        sionna = {"cost2100_dir": cost2100_dir}
-        if ray_address is not None:
-            sionna["cluster"] = (None, ray_address)
-        else:
-            sionna["workers"] = workers or 1
+        from csideploy.calibration.sharded_sources import cost2100_options
+
+        sionna = cost2100_options(cost2100_dir, workers, ray_address)
     elif workers is not None or ray_address is not None:
         sionna["cluster"] = (workers, ray_address)
     common: dict[str, Any] = {
