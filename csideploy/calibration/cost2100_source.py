@@ -181,9 +181,9 @@ def _read_batch(out: Path, n: int) -> tuple[np.ndarray, np.ndarray, int] | None:
 
 
 def batch_sizes(n: int, largest: int = 25, spread: int = 32) -> list[int]:
-    """Split `n` samples into batches of at most `largest`, at least `spread` batches when
-    `n` allows (work for many processes); depends on `n` only, so the data do not depend on
-    the number of workers."""
+    """Split `n` samples into batches of `ceil(n / spread)`, at most `largest` (about `spread`
+    batches for small `n`: work for many processes); depends on `n` only, so the data do not
+    depend on the number of workers."""
     per = max(1, min(largest, -(-n // spread)))
     return [min(per, n - start) for start in range(0, n, per)]
 
