@@ -13,7 +13,11 @@ the IFFT over the tones (antenna x delay) and the channel at the 125 rho frequen
 takes the DFT over antennas and writes the released convention (`convention`). Draws that stop
 with "No active cluster!" are redrawn inside the driver; a batch whose process leaves no
 readable output is run again with a new seed (Octave exits 1 even on success, so the output
-file, not the exit code, tells). Octave runs are not bit-reproducible from a seed.
+file, not the exit code, tells). The model reseeds its generator from the elapsed time
+(`rand('twister', toc*1e5)`); the driver's own `tic`/`toc` (`octave/toc.m`) draw that value
+from the seeded generator instead, so a batch's samples depend only on its seed and size.
+Batches and their seeds depend only on `n` and `seed` (`plan_batches`), never on how many
+processes or Ray workers draw them: the files are the same bytes for the same seed and `n`.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -36,6 +40,7 @@ DRIVER_DIR = Path(__file__).with_name("octave")
 MAX_ATTEMPTS = 3
 """Runs of one batch before giving up (each with a new seed)."""
 BATCH_TIMEOUT_S = 3600.0
+SEEDS = "batch i: SeedSequence(seed).generate_state(batches)[i] % 2**31"
 
 
 @dataclass(frozen=True)
@@ -175,33 +180,44 @@ def _read_batch(out: Path, n: int) -> tuple[np.ndarray, np.ndarray, int] | None:
     return x, released_freq(np.fft.fft(hf, axis=1), factors), redraws
 
 
-def batch_sizes(n: int, workers: int, largest: int = 25) -> list[int]:
-    """Split `n` samples into batches: several per worker (progress, reruns), each <= largest."""
-    per = max(1, min(largest, -(-n // (4 * workers))))
+def batch_sizes(n: int, largest: int = 25, spread: int = 32) -> list[int]:
+    """Split `n` samples into batches of `ceil(n / spread)`, at most `largest` (about `spread`
+    batches for small `n`: work for many processes); depends on `n` only, so the data do not
+    depend on the number of workers."""
+    per = max(1, min(largest, -(-n // spread)))
     return [min(per, n - start) for start in range(0, n, per)]
 
 
-def draw(
-    preset: Cost2100Preset,
-    model: Path,
-    n: int,
-    seed: int,
-    workers: int,
-    work: Path,
-    done: Callable[[int], object] = lambda _n: None,
-) -> Iterator[BatchResult]:
-    """Yield batches of `n` samples in order, run on `workers` Octave processes at a time."""
-    octave = find_octave()
-    sizes = batch_sizes(n, workers)
-    seeds = [int(s) for s in np.random.SeedSequence(seed).generate_state(len(sizes)) % 2**31]
+def plan_batches(n: int, seed: int) -> list[tuple[int, int]]:
+    """(samples, Octave seed) of every batch, in order: fixed by `n` and `seed` alone."""
+    sizes = batch_sizes(n)
+    seeds = np.random.SeedSequence(seed).generate_state(len(sizes)) % 2**31
+    return [(size, int(s)) for size, s in zip(sizes, seeds, strict=True)]
 
-    def one(index: int) -> BatchResult:
-        result = run_batch(preset, model, sizes[index], seeds[index], work, octave)
-        done(sizes[index])
-        return result
 
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        yield from pool.map(one, range(len(sizes)))
+BatchSource = Callable[
+    [list[tuple[int, int]], Path, Callable[[int], object]], Iterable[BatchResult]
+]
+"""(batch plan, scratch folder, progress callback) -> the batches' results in plan order."""
+
+
+def local_batches(preset: Cost2100Preset, model: Path, workers: int) -> BatchSource:
+    """Batches drawn by `workers` Octave processes at a time on this machine."""
+
+    def draw(
+        batches: list[tuple[int, int]], work: Path, done: Callable[[int], object]
+    ) -> Iterator[BatchResult]:
+        octave = find_octave()
+
+        def one(batch: tuple[int, int]) -> BatchResult:
+            result = run_batch(preset, model, batch[0], batch[1], work, octave)
+            done(batch[0])
+            return result
+
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            yield from pool.map(one, batches)
+
+    return draw
 
 
 def settings(preset: Cost2100Preset, model: Path, octave: str) -> dict[str, Any]:
@@ -231,12 +247,15 @@ def write_cost2100_dataset(
     test_fraction: float = 2 / 15,
     overwrite: bool = False,
     progress: bool = False,
+    batches: BatchSource | None = None,
 ) -> dict[str, Path]:
     """Draw `n` COST2100 samples and write them as the built-in writer does; paths by role.
 
     Files: `DATA_H{train,val,test}{in|out}.mat` (`HT`), `DATA_HtestF{in|out}_all.mat`
     (`HF_all`) and `cost2100_dataset.json` (settings, Octave version, redraws, reruns).
-    Every check of the output location runs before Octave starts.
+    Every check of the output location runs before Octave starts. `batches`: who draws the
+    batches of `plan_batches(n, seed)` (default: `workers` Octave processes here;
+    `cost2100_shards` runs them as Ray tasks); the files are the same either way.
     """
     import json
 
@@ -259,15 +278,16 @@ def write_cost2100_dataset(
     refuse_existing(target, names.values(), overwrite)
     with staged_output(target) as staging:  # first: an unwritable target fails here, at once
         check_disk_space(target, dataset_bytes(counts))
-        tally = _write_batches(staging, names, counts, preset, model, seed, workers, progress)
+        source = batches or local_batches(preset, model, workers)
+        tally = _write_batches(staging, names, counts, preset.network, source, seed, progress)
         manifest = {
             "generator": GENERATOR_ID,
-            "note": "COST2100 model channels; not the released files (Octave runs are not "
-            "bit-reproducible)",
+            "note": "COST2100 model channels; not the released files (the same seed and n "
+            "give the same files)",
+            "batches": {"count": len(batch_sizes(n)), "largest": batch_sizes(n)[0], "seeds": SEEDS},
             "scenario": scenario,
             "n": n,
             "seed": seed,
-            "workers": workers,
             "counts": counts,
             "files": names,
             "scaling": "per sample: x / (2 max |Re, Im|) + 0.5",
@@ -286,10 +306,9 @@ def _write_batches(
     staging: Path,
     names: dict[str, str],
     counts: dict[str, int],
-    preset: Cost2100Preset,
-    model: Path,
+    network: str,
+    batches: BatchSource,
     seed: int,
-    workers: int,
     progress: bool,
 ) -> dict[str, int]:
     """Stream the batches into the split files in order; returns redraw / rerun counts."""
@@ -312,13 +331,13 @@ def _write_batches(
         shape = {"HF_all": (counts["test"], 4000, np.complex64)}
         freq = stack.enter_context(open_mat_writer(staging / names["testF"], shape))
         bar = stack.enter_context(
-            tqdm(total=n, unit="sample", desc=f"cost2100 {preset.network}", disable=not progress)
+            tqdm(total=n, unit="sample", desc=f"cost2100 {network}", disable=not progress)
         )
         work = staging / "octave"
         work.mkdir()
         stack.callback(shutil.rmtree, work, True)  # Octave's scratch never reaches the target
         start = 0
-        for batch in draw(preset, model, n, seed, workers, work, bar.update):
+        for batch in batches(plan_batches(n, seed), work, bar.update):
             for row in range(len(batch.x)):
                 split = int(np.searchsorted(bounds, start + row, side="right")) - 1
                 local = start + row - int(bounds[split])

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,12 @@ PAIRED_GENERATOR_ID = "csideploy.paired/1"
 DEFAULT_UL_RATIO = {"indoor": 5.1 / 5.3, "outdoor": 2.0 / 2.1}
 """f_UL / f_DL of the built-in presets (DualNet-MP: 5.1 / 5.3 GHz indoor, 2.0 / 2.1 GHz UMi)."""
 _UL_PHASE_STREAM = 0x0171
+PairedBlocks = Callable[..., Iterable[tuple[int, np.ndarray, np.ndarray, "np.ndarray | None"]]]
+"""`_paired_chunks`' arguments (n, config, seed, UL carrier Hz, progress, with HF) ->
+(start, DL, UL, HF or None) in order."""
+BlockPlan = Callable[[Any, dict[str, int], dict[str, int], float], PairedBlocks]
+"""(config, counts by split, seeds by split, UL carrier Hz) -> where every split's chunks
+come from."""
 
 __all__ = ["MatStreamWriter", "dataset_bytes", "move_into_place", "refuse_existing"]
 
@@ -148,17 +155,28 @@ def _paired_chunks(
     with progress_bar(n, progress, f"paired {cfg.name}") as bar:
         for index, start in enumerate(range(0, n, syn.CHUNK)):
             size = min(syn.CHUNK, n - start)
-            paths = syn._draw_paths(cfg, size, syn._rng(seed, index))
-            phase_rng = np.random.default_rng(
-                np.random.SeedSequence(seed, spawn_key=(index, _UL_PHASE_STREAM))
-            )
-            dl = np.empty((size, 2, 32, 32), dtype=np.float32)
-            ul = np.empty_like(dl)
-            factors = syn._csi_into(dl, paths)
-            syn._csi_into(ul, _uplink_paths(paths, ratio, phase_rng))
-            hf = syn._freq_chunk(paths) * factors[:, None, None] if with_freq else None
+            dl, ul, hf = paired_chunk(cfg, seed, index, size, ratio, with_freq)
             yield start, dl, ul, hf
             bar.update(size)
+
+
+def paired_chunk(
+    cfg: Any, seed: int, index: int, size: int, ratio: float, with_freq: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(DL, UL, HF or None) of chunk `index` of the stream `seed`: its own random streams,
+    so any chunk can be made alone (a shard) with the bytes of the whole run."""
+    from csideploy.calibration import synthetic as syn
+
+    paths = syn._draw_paths(cfg, size, syn._rng(seed, index))
+    phase_rng = np.random.default_rng(
+        np.random.SeedSequence(seed, spawn_key=(index, _UL_PHASE_STREAM))
+    )
+    dl = np.empty((size, 2, 32, 32), dtype=np.float32)
+    ul = np.empty_like(dl)
+    factors = syn._csi_into(dl, paths)
+    syn._csi_into(ul, _uplink_paths(paths, ratio, phase_rng))
+    hf = syn._freq_chunk(paths) * factors[:, None, None] if with_freq else None
+    return dl, ul, hf
 
 
 def _check_count(name: str, value: Any, minimum: int) -> int:
@@ -208,12 +226,15 @@ def write_paired_dataset(
     test_fraction: float = 2 / 15,
     overwrite: bool = False,
     progress: bool = False,
+    blocks: BlockPlan | None = None,
 ) -> WrittenDataset:
     """Write built-in paired UL/DL data in the COST2100 layout (train / val / test splits).
 
     Files: `DATA_H{train,val,test}{in|out}.mat` with `HT` (DL) and `HT_UL` (UL),
     `DATA_HtestF{in|out}_all.mat` (`HF_all` of the DL test split, for rho) and
     `paired_dataset.json`. Memory is bounded by one chunk (see `MatStreamWriter`).
+    `blocks`: where the chunks come from (default: made here; `paired_shards` passes shard
+    results, the same bytes), asked only after the output location passed its checks.
     """
     from csideploy.calibration import synthetic as syn
     from csideploy.calibration.layout import split_filename
@@ -228,6 +249,8 @@ def write_paired_dataset(
     refuse_existing(target, names.values(), overwrite)
     with staged_output(target) as staging:  # first: an unwritable target fails here, at once
         check_disk_space(target, dataset_bytes(counts, per_split=2))
+        ul_hz = ratio * cfg.carrier_hz
+        source = _paired_chunks if blocks is None else blocks(cfg, counts, seeds, ul_hz)
         for split in ("train", "val", "test"):
             size = counts[split]
             shapes: dict[str, tuple[int, int, Any]] = {
@@ -240,9 +263,10 @@ def write_paired_dataset(
                     staging / names["testF"], {"HF_all": (size, 4000, np.complex64)}
                 )
             with MatStreamWriter(staging / names[split], shapes) as writer:
-                for start, dl, ul, hf in _paired_chunks(
+                chunks = source(
                     size, cfg, seeds[split], ratio * cfg.carrier_hz, progress, freq is not None
-                ):
+                )
+                for start, dl, ul, hf in chunks:
                     writer.write(DL_VARIABLE, start, dl)
                     writer.write(UL_VARIABLE, start, ul)
                     if freq is not None:

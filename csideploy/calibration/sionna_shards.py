@@ -29,7 +29,7 @@ from csideploy.calibration.sionna_source import (
     SionnaConfig,
     sionna_chunks,
 )
-from csideploy.cluster.kept import KeptShards
+from csideploy.cluster.kept import KeptShards, plan_record
 from csideploy.cluster.shards import Shard
 from csideploy.cluster.store import Spec
 
@@ -92,11 +92,7 @@ def write_sharded_sionna(
 
     def parts(config: SionnaConfig, counts: dict[str, int], seeds: dict[str, int]) -> PartSource:
         shards, specs = plan(config, counts, seeds, chunk)
-        record = {
-            "generator": GENERATOR_ID,
-            "config": config.as_dict(),
-            "shards": [(s.name, s.args[1:]) for s in shards],
-        }
+        record = plan_record(GENERATOR_ID, config.as_dict(), shards)
         kept = KeptShards(Path(out_dir), record, shards, specs, ray, progress)
         holder.append(kept)
         return lambda split, _size, _seed, _freq: _chunks(kept, split)

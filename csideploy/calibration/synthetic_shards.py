@@ -26,7 +26,7 @@ from csideploy.calibration.dataset_writer import (
     write_synthetic_dataset,
 )
 from csideploy.calibration.synthetic_config import SyntheticConfig
-from csideploy.cluster.kept import SHARDS_PREFIX, KeptShards
+from csideploy.cluster.kept import SHARDS_PREFIX, KeptShards, plan_record
 from csideploy.cluster.kept import shard_folder as kept_folder
 from csideploy.cluster.shards import Shard
 from csideploy.cluster.store import Spec
@@ -34,7 +34,14 @@ from csideploy.cluster.store import Spec
 SHARD_SAMPLES = 4 * synthetic.CHUNK
 """Samples per shard: whole chunks (so shard bytes equal the single-process bytes)."""
 SPLITS = ("train", "val", "test")
-__all__ = ["SHARDS_PREFIX", "make_block", "plan", "shard_folder", "write_sharded_synthetic"]
+__all__ = [
+    "SHARDS_PREFIX",
+    "make_block",
+    "plan",
+    "shard_folder",
+    "shard_ranges",
+    "write_sharded_synthetic",
+]
 
 
 def make_block(
@@ -55,16 +62,21 @@ def plan(
     """The shards of every split in order, and the arrays each one must return."""
     shards: list[Shard] = []
     specs: dict[str, Spec] = {}
+    for split, name, start, size, with_freq in shard_ranges(counts):
+        shards.append(Shard(name, make_block, (cfg, seeds[split], start, size, with_freq)))
+        specs[name] = {"x": ((size, 2, synthetic.N_ANTENNAS, synthetic.N_DELAY), "float32")}
+        if with_freq:
+            specs[name]["hf"] = ((size, synthetic.N_ANTENNAS, synthetic.N_FREQ), "complex64")
+    return shards, specs
+
+
+def shard_ranges(counts: dict[str, int]) -> Iterator[tuple[str, str, int, int, bool]]:
+    """(split, shard name, first sample, samples, with HF_all) of every shard, in order:
+    whole chunks per shard, so any built-in generator's shard bytes equal its own run's."""
     for split in SPLITS:
-        with_freq = split == "test"
         for start in range(0, counts[split], SHARD_SAMPLES):
             size = min(SHARD_SAMPLES, counts[split] - start)
-            name = f"{split}-{start // SHARD_SAMPLES:05d}"
-            shards.append(Shard(name, make_block, (cfg, seeds[split], start, size, with_freq)))
-            specs[name] = {"x": ((size, 2, synthetic.N_ANTENNAS, synthetic.N_DELAY), "float32")}
-            if with_freq:
-                specs[name]["hf"] = ((size, synthetic.N_ANTENNAS, synthetic.N_FREQ), "complex64")
-    return shards, specs
+            yield split, f"{split}-{start // SHARD_SAMPLES:05d}", start, size, split == "test"
 
 
 def write_sharded_synthetic(
@@ -111,11 +123,7 @@ def write_sharded_synthetic(
 
 def _plan_record(cfg: SyntheticConfig, shards: list[Shard]) -> dict[str, Any]:
     """What decides the shards' bytes (names the shard folder)."""
-    return {
-        "generator": synthetic.GENERATOR_ID,
-        "config": asdict(cfg),
-        "shards": [(s.name, s.args[1:]) for s in shards],
-    }
+    return plan_record(synthetic.GENERATOR_ID, asdict(cfg), shards)
 
 
 def shard_folder(target: Path, cfg: SyntheticConfig, shards: list[Shard]) -> Path:

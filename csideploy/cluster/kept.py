@@ -66,3 +66,13 @@ def shard_folder(target: Path, plan: dict[str, Any]) -> Path:
     digest = hashlib.sha256(text.encode()).hexdigest()[:16]
     where = target if target.is_dir() else target.parent
     return where / f"{SHARDS_PREFIX}{target.name}.{digest}"
+
+
+def plan_record(generator: str, config: Any, shards: list[Shard]) -> dict[str, Any]:
+    """What decides a data set's shard bytes (it names the shard folder): the generator, its
+    configuration, and every shard's name and arguments after the first (the configuration)."""
+    return {
+        "generator": generator,
+        "config": config,
+        "shards": [(s.name, s.args[1:]) for s in shards],
+    }

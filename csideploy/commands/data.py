@@ -123,7 +123,7 @@ def _sionna_options(command: Any) -> Any:
     default=None,
     help="COST2100 only: the model's MATLAB code (the folder with cost2100.m, or its parent).",
 )
-@cluster_options("Same files for any N. --source cost2100: N Octave processes here.")
+@cluster_options("Same files for any N. --source cost2100: N Octave processes here, no Ray.")
 @click.option(
     "--scenario",
     type=click.Choice([s for names in SCENARIOS.values() for s in names]),
@@ -201,8 +201,8 @@ def synth_command(
 
     Splits are DATA_H{train,val,test}{in|out}.mat (HT, float32 N x 2048) plus the test
     split's DATA_HtestF*_all.mat and a JSON manifest. Sionna data use the `out` names.
-    --source cost2100 runs the COST2100 model (GPL-3, not included in the package; e.g.
-    third_party/cost2100 of the repository) under GNU Octave in --workers processes.
+    --source cost2100 runs the COST2100 model (GPL-3, not in the package; e.g. the repository's
+    third_party/cost2100) under GNU Octave: --workers processes here, or --ray-address tasks.
     """
     scenario = _scenario_for(source, scenario)
     _refuse_unused_options(source, paired, ul_carrier_ghz)
@@ -211,9 +211,9 @@ def synth_command(
             raise click.UsageError("--source cost2100 needs --cost2100-dir DIR (the model's code)")
         if paired:
             raise click.UsageError("--paired applies to --source builtin or sionna only")
-        if ray_address is not None:
-            raise click.UsageError("--source cost2100 runs Octave here: use --workers N")
-        sionna = {"cost2100_dir": cost2100_dir, "workers": workers or 1}
+        from csideploy.calibration.sharded_sources import cost2100_options
+
+        sionna = cost2100_options(cost2100_dir, workers, ray_address)
     elif workers is not None or ray_address is not None:
         sionna["cluster"] = (workers, ray_address)
     common: dict[str, Any] = {
@@ -286,7 +286,8 @@ def _write(
     if cluster is not None and source != "sionna":
         from csideploy.calibration.sharded_sources import write_sharded
 
-        files, manifest = write_sharded(out_dir, source, paired, cluster, common)
+        extra = sionna if source == "cost2100" else {"ul_carrier_ghz": ul_carrier_ghz}
+        files, manifest = write_sharded(out_dir, source, paired, cluster, {**common, **extra})
         return _summary(source, paired, files, manifest)
     if source == "cost2100":
         from csideploy.calibration.cost2100_source import write_cost2100_dataset

@@ -6,6 +6,7 @@ Indoor draws take about 1.7 s per sample, so the test writes three samples.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -13,23 +14,31 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from click.testing import CliRunner
 
-from csideploy.calibration.cost2100_source import batch_sizes, model_dir
+from csideploy.calibration.cost2100_shards import write_sharded_cost2100
+from csideploy.calibration.cost2100_source import batch_sizes, model_dir, plan_batches
 from csideploy.calibration.io import load_csi, load_csi_freq
 from csideploy.cli import main
 from csideploy.metrics import rho
 
 MODEL = Path(__file__).resolve().parents[2] / "third_party" / "cost2100"
+FRACTIONS = {"val_fraction": 0.34, "test_fraction": 0.34}
+
+
+def _digests(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
 
 
 def _synth(*args: str) -> object:
     return CliRunner().invoke(main, ["data", "synth", "--source", "cost2100", *args])
 
 
-def test_indoor_samples_through_octave(tmp_path: Path) -> None:
+def test_indoor_samples_through_octave(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")  # a fixed .mat header date
     out = tmp_path / "cost2100"
-    fractions = ("--val-fraction", "0.34", "--test-fraction", "0.34")
+    fractions = ("--val-fraction", "0.34", "--test-fraction", "0.34")  # = FRACTIONS
     args = ("-n", "3", *fractions, "--workers", "2", "-o", str(out), "--no-progress", "--json")
     result = _synth("--cost2100-dir", str(MODEL), *args)
     assert result.exit_code == 0, result.output
@@ -58,6 +67,12 @@ def test_indoor_samples_through_octave(tmp_path: Path) -> None:
     assert manifest["settings"]["octave"].startswith("GNU Octave")
     assert manifest["counts"] == {"train": 1, "val": 1, "test": 1}
     assert manifest["redraws"] >= 0 and manifest["reruns"] == 0
+    assert manifest["batches"]["count"] == 3 and "workers" not in manifest
+
+    # Octave draws are reproducible: the batches one at a time, as shards, give the same bytes
+    again = tmp_path / "again"
+    write_sharded_cost2100(again, ray=None, cost2100_dir=MODEL, n=3, **FRACTIONS)
+    assert _digests(again) == _digests(out)
 
 
 def test_model_directory_is_found_or_refused(tmp_path: Path) -> None:
@@ -83,10 +98,14 @@ def test_usage_errors(tmp_path: Path) -> None:
     assert not Path(out).exists()
 
 
-def test_batches_cover_every_sample() -> None:
-    assert batch_sizes(3, 2) == [1, 1, 1]
-    assert sum(batch_sizes(20000, 8)) == 20000 and max(batch_sizes(20000, 8)) == 25
-    assert len(batch_sizes(40, 2)) == 8
+def test_batches_cover_every_sample_whatever_the_workers() -> None:
+    assert batch_sizes(3) == [1, 1, 1]
+    assert sum(batch_sizes(20000)) == 20000 and max(batch_sizes(20000)) == 25
+    assert batch_sizes(40) == [2] * 20 and batch_sizes(100) == [4] * 25
+    plan = plan_batches(40, 7)
+    assert [size for size, _ in plan] == batch_sizes(40)
+    assert plan == plan_batches(40, 7) and plan != plan_batches(40, 8)  # fixed by n and seed
+    assert len({seed for _, seed in plan}) == 20 and all(0 <= s < 2**31 for _, s in plan)
 
 
 def test_missing_octave_is_one_error_line(tmp_path: Path) -> None:

@@ -167,3 +167,34 @@ def test_sionna_shards_on_the_cluster_equal_shards_here(
     )
     assert run.returncode == 0, run.stderr
     assert _digests(tmp_path / "here") == _digests(tmp_path / "ray")
+
+
+def test_cost2100_batches_on_the_cluster_equal_local_octave_processes(
+    cluster: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each batch an Octave process on whichever node runs its task: the same bytes as two
+    local Octave processes (three 1-sample batches, about 2 s of Octave each)."""
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", EPOCH)
+    model = str(REPO / "third_party" / "cost2100")
+    args = ["data", "synth", "--source", "cost2100", "--cost2100-dir", model, "-n", "3"]
+    args += ["--seed", "2", "--val-fraction", "0.34", "--test-fraction", "0.34", "--no-progress"]
+    local = CliRunner().invoke(main, [*args, "--workers", "2", "-o", str(tmp_path / "local")])
+    assert local.exit_code == 0, local.output
+    run = _cli(*args, "--ray-address", cluster, "-o", str(tmp_path / "ray"))
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.startswith("cost2100 indoor, HT at 5.3 GHz; 1 train / 1 val / 1 test")
+    assert _digests(tmp_path / "local") == _digests(tmp_path / "ray")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["local", "ray"]  # no shard folder
+
+
+def test_paired_on_the_cluster_is_byte_identical_to_one_process(
+    cluster: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", EPOCH)
+    args = ["data", "synth", "--paired", "-n", "2600", "--seed", "5", "--no-progress"]
+    plain = CliRunner().invoke(main, [*args, "-o", str(tmp_path / "plain")])
+    assert plain.exit_code == 0, plain.output
+    run = _cli(*args, "-o", str(tmp_path / "ray"), "--ray-address", cluster)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.startswith("builtin indoor, paired UL/DL")
+    assert _digests(tmp_path / "plain") == _digests(tmp_path / "ray")

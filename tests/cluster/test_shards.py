@@ -4,6 +4,7 @@ built-in data set in shards byte for byte equal to the single-process writer."""
 from __future__ import annotations
 
 import hashlib
+import json
 import sys
 from pathlib import Path
 
@@ -11,6 +12,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from csideploy.calibration.cost2100_shards import plan as cost2100_plan
+from csideploy.calibration.cost2100_shards import write_sharded_cost2100
+from csideploy.calibration.paired import write_paired_dataset
+from csideploy.calibration.paired_shards import plan as paired_plan
+from csideploy.calibration.paired_shards import write_sharded_paired
 from csideploy.calibration.synthetic import split_seeds, write_synthetic_dataset
 from csideploy.calibration.synthetic_config import SyntheticConfig
 from csideploy.calibration.synthetic_shards import (
@@ -25,6 +31,7 @@ from csideploy.cluster.store import ArraySink
 from csideploy.errors import DataError, ShardError
 
 SPEC = {"x": ((2,), "float32")}
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _digests(folder: Path) -> dict[str, str]:
@@ -121,13 +128,26 @@ def test_cluster_option_errors_are_one_line(tmp_path: Path) -> None:
             "error: --ray-address must be host:port or auto, got 'nocolon'",
         ),
         (
-            ["--source", "cost2100", "--cost2100-dir", "x", "--ray-address", "h:1"],
-            "--source cost2100 runs Octave here: use --workers N",
+            [
+                "--source",
+                "cost2100",
+                "--cost2100-dir",
+                "x",
+                "--ray-address",
+                "h:1",
+                "--workers",
+                "2",
+            ],
+            "error: --source cost2100: --workers N runs N Octave processes here, --ray-address "
+            "runs each batch on a Ray cluster: pick one",
+        ),
+        (  # the model folder is checked here before any Ray head is asked
+            ["--source", "cost2100", "--cost2100-dir", str(tmp_path), "--ray-address", "h:1"],
+            f"error: {tmp_path}: no cost2100.m here or in {tmp_path / 'matlab'}",
         ),
         (
-            ["--paired", "--workers", "2"],
-            "error: --workers / --ray-address shard the built-in (unpaired) and sionna sources; "
-            "paired built-in data runs in one process",
+            ["--paired", "--ray-address", "127.0.0.1:1"],
+            "error: no Ray head answers at 127.0.0.1:1",
         ),
     ]
     for extra, expected in cases:
@@ -152,3 +172,89 @@ def test_without_ray_the_options_name_the_extra(
         in result.output
     )
     assert not out.exists()
+
+
+def test_sharded_paired_bytes_equal_single_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    options = {"n": 2600, "seed": 3, "scenario": "outdoor", "ul_carrier_hz": 0.29e9}
+    plain = write_paired_dataset(tmp_path / "plain", **options)
+    counts = plain.counts
+    cfg = SyntheticConfig.preset("outdoor")
+    shards, _ = paired_plan(cfg, counts, split_seeds(3), 0.29e9)
+    assert [s.name for s in shards] == ["train-00000", "train-00001", "val-00000", "test-00000"]
+    sharded = write_sharded_paired(tmp_path / "sharded", ray=None, **options)
+    assert _digests(tmp_path / "plain") == _digests(tmp_path / "sharded")
+    assert sharded.manifest == plain.manifest
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plain", "sharded"]  # folder removed
+
+
+def test_a_cost2100_batch_without_the_model_on_its_node_is_named(tmp_path: Path) -> None:
+    from csideploy.calibration.cost2100_source import PRESETS
+
+    (tmp_path / "kept").mkdir()
+    shards, specs = cost2100_plan(PRESETS["indoor"], tmp_path / "gone", [(1, 5)])
+    sink = ArraySink(tmp_path / "kept", specs)
+    with pytest.raises(ShardError) as caught:
+        run_shards(shards, sink)
+    assert (
+        f"1 of 1 shard(s) failed after 3 attempt(s): batch-00000 (DataError: {tmp_path / 'gone'}: "
+        "no cost2100.m on node "
+    ) in str(caught.value)
+    assert "--cost2100-dir must hold the COST2100 model at the same path on every Ray node" in (
+        str(caught.value)
+    )
+    assert list((tmp_path / "kept").iterdir()) == []
+
+
+def test_kept_cost2100_batches_are_not_drawn_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Batches kept by an interrupted run are merged as they are: no Octave runs for them."""
+    from csideploy.calibration.cost2100_shards import shard_folder as cost_folder
+    from csideploy.calibration.cost2100_source import PRESETS, model_dir, plan_batches
+    from csideploy.calibration.io import load_csi
+
+    model = model_dir(REPO / "third_party" / "cost2100")
+    shards, _ = cost2100_plan(PRESETS["indoor"], model, plan_batches(3, 11))
+    target = tmp_path / "data"
+    folder = cost_folder(target, PRESETS["indoor"], shards)
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    kept = []
+    for shard in shards:
+        x = rng.random((1, 2, 32, 32), dtype=np.float32)
+        hf = (rng.random((1, 32, 125)) + 1j).astype(np.complex64)
+        kept.append(x)
+        np.savez(folder / f"{shard.name}.npz", x=x, hf=hf, redraws=np.int64(2), reruns=np.int64(0))
+    fractions = {"val_fraction": 0.34, "test_fraction": 0.34}
+    files = write_sharded_cost2100(target, ray=None, cost2100_dir=model, n=3, seed=11, **fractions)
+    merged = [load_csi(files[s]) for s in ("train", "val", "test")]
+    for got, want in zip(merged, kept, strict=True):
+        np.testing.assert_array_equal(got, want)
+    assert json.loads(files["manifest"].read_text())["redraws"] == 6
+    assert not folder.exists()
+
+
+def test_failing_cost2100_batches_are_named_and_leave_no_file(tmp_path: Path) -> None:
+    """A model whose cost2100.m always fails: every batch is rerun (Octave, then shard
+    retries), then named; no data file appears, only the (empty) shard folder stays."""
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "cost2100.m").write_text(
+        "function varargout = cost2100(varargin)\nerror('hostile model: no channel here');\nend\n"
+    )
+    target = tmp_path / "data"
+    fractions = {"val_fraction": 0.34, "test_fraction": 0.34}
+    with pytest.raises(ShardError) as caught:
+        write_sharded_cost2100(target, ray=None, cost2100_dir=model, n=3, **fractions)
+    message = str(caught.value)
+    assert message.startswith("3 of 3 shard(s) failed after 3 attempt(s): batch-00000 (DataError: ")
+    assert "batch-00002 (DataError: COST2100 under Octave produced no output after 3 runs: " in (
+        message
+    )
+    assert "hostile model: no channel here" in message and caught.value.exit_code == 4
+    assert not target.exists()
+    (kept,) = [p for p in tmp_path.iterdir() if p.name.startswith(SHARDS_PREFIX)]
+    assert list(kept.iterdir()) == []
