@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from csideploy.calibration import synthetic
+from csideploy.calibration.dataset_writer import write_synthetic_dataset
 
 Timing = tuple[float, float]
 
@@ -51,7 +52,7 @@ def main() -> None:
         )
         with tempfile.TemporaryDirectory() as tmp:
             start = time.perf_counter()
-            synthetic.write_synthetic_dataset(Path(tmp) / "d", scenario=scenario, n=args.n)
+            write_synthetic_dataset(Path(tmp) / "d", scenario=scenario, n=args.n)
             written = args.n / (time.perf_counter() - start)
         print(f"{scenario:8s} {written:9.0f} samples/s wall written to .mat (streamed)")
 

@@ -137,7 +137,7 @@ def test_dualnet_mp_is_evaluated_with_the_uplink_of_a_paired_file(tmp_path):
 
 
 def test_dualnet_mp_evaluation_needs_paired_data(tmp_path):
-    from csideploy.calibration.synthetic import write_synthetic_dataset
+    from csideploy.calibration.dataset_writer import write_synthetic_dataset
 
     checkpoint = save_checkpoint(tmp_path / "dual.pt", build("dualnet-mp", 16))
     files = write_synthetic_dataset(tmp_path / "plain", n=60, seed=0)

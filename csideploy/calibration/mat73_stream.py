@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from csideploy.calibration.mat_stream import AbortsOnError
+from csideploy.calibration.mat_write import AbortsOnError
 from csideploy.errors import DataError, MissingDependencyError, ShapeError
 
 _USERBLOCK = 512

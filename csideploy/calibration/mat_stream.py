@@ -15,11 +15,11 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 
-from csideploy.calibration.mat_write import chmod_default
+from csideploy.calibration.mat_write import AbortsOnError, chmod_default
 from csideploy.errors import DataError, ShapeError
 
 _MAX_ELEMENT_BYTES = 2**32 - 1
@@ -51,24 +51,6 @@ class _Variable:
         name = len(self.name.encode("ascii"))
         data = 8 + self.part_bytes + _pad8(self.part_bytes)
         return 16 + 16 + 8 + name + _pad8(name) + data * (2 if self.complex_ else 1)
-
-
-_Writer = TypeVar("_Writer", bound="AbortsOnError")
-
-
-class AbortsOnError:
-    """A streaming writer used as a context manager drops its temporary file on an error."""
-
-    def abort(self) -> None:
-        """Drop what was written so far (each writer says how)."""
-        raise NotImplementedError
-
-    def __enter__(self: _Writer) -> _Writer:
-        return self
-
-    def __exit__(self, exc_type: object, *_: object) -> None:
-        if exc_type is not None:
-            self.abort()
 
 
 class MatStreamWriter(AbortsOnError):

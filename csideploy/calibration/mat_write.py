@@ -6,7 +6,7 @@ import os
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -91,3 +91,21 @@ def chmod_default(path: str) -> None:
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(path, 0o666 & ~umask)
+
+
+_Writer = TypeVar("_Writer", bound="AbortsOnError")
+
+
+class AbortsOnError:
+    """A streaming writer used as a context manager drops its temporary file on an error."""
+
+    def abort(self) -> None:
+        """Drop what was written so far (each writer says how)."""
+        raise NotImplementedError
+
+    def __enter__(self: _Writer) -> _Writer:
+        return self
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        if exc_type is not None:
+            self.abort()

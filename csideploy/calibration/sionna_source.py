@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from types import SimpleNamespace
@@ -54,7 +53,6 @@ from typing import Any
 import numpy as np
 
 from csideploy.calibration.paired import (
-    WrittenDataset,
     progress_bar,
 )
 from csideploy.errors import CsiDeployError, MissingDependencyError
@@ -383,13 +381,3 @@ def sionna_chunks(
                 hf=hf,
             )
             bar.update(size)
-
-
-# --------------------------------------------------------------------------- data set
-
-
-def write_sionna_dataset(out_dir: str | os.PathLike[str], **options: Any) -> WrittenDataset:
-    """Write 38.901 CSI in the COST2100 layout; see `sionna_dataset.write_sionna_dataset`."""
-    from csideploy.calibration.sionna_dataset import write_sionna_dataset as write
-
-    return write(out_dir, **options)

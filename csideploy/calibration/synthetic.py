@@ -45,7 +45,6 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any, Literal, overload
 
 import numpy as np
@@ -81,7 +80,6 @@ __all__ = [
     "generate",
     "generate_blocks",
     "split_seeds",
-    "write_synthetic_dataset",
 ]
 
 CHUNK = 256
@@ -276,10 +274,3 @@ def delay_energy_profile(x: np.ndarray) -> np.ndarray:
     centred = np.asarray(x, dtype=np.float64) - 0.5
     energy = (centred**2).sum(axis=tuple(range(centred.ndim - 1)))
     return energy / energy.sum()
-
-
-def write_synthetic_dataset(out_dir: str | os.PathLike[str], **options: Any) -> dict[str, Path]:
-    """Write a built-in data set; see `dataset_writer.write_synthetic_dataset` for `options`."""
-    from csideploy.calibration.dataset_writer import write_synthetic_dataset as write
-
-    return write(out_dir, **options)

@@ -316,7 +316,7 @@ def _write(
         ul_hz = None if ul_carrier_ghz is None else ul_carrier_ghz * 1e9
         written = write_paired_dataset(out_dir, ul_carrier_hz=ul_hz, **common)
         return _summary(source, paired, written.files, written.manifest)
-    from csideploy.calibration.synthetic import write_synthetic_dataset
+    from csideploy.calibration.dataset_writer import write_synthetic_dataset
 
     files = write_synthetic_dataset(out_dir, **common)
     return _summary(source, paired, files, json.loads(files["manifest"].read_text()))

@@ -15,11 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-from csideploy.calibration.sionna_source import (
-    SionnaConfig,
-    sionna_chunks,
-    write_sionna_dataset,
-)
+from csideploy.calibration.sionna_dataset import write_sionna_dataset
+from csideploy.calibration.sionna_source import SionnaConfig, sionna_chunks
 from csideploy.errors import MissingDependencyError
 
 HAS_SIONNA = importlib.util.find_spec("sionna") is not None

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from csideploy.calibration import synthetic as syn
+from csideploy.calibration.dataset_writer import write_synthetic_dataset
 from csideploy.calibration.io import load_csi, load_csi_freq
 from csideploy.calibration.synthetic_dft import _angular_delay_chunk
 from csideploy.errors import OutputExistsError
@@ -159,7 +160,7 @@ def _row_set(x: np.ndarray) -> set[bytes]:
 
 def test_write_synthetic_dataset(tmp_path: Path) -> None:
     out = tmp_path / "data"
-    paths = syn.write_synthetic_dataset(
+    paths = write_synthetic_dataset(
         out, scenario="indoor", n=60, seed=4, val_fraction=0.25, test_fraction=0.25
     )
     assert {p.name for p in out.iterdir()} == {
@@ -190,15 +191,15 @@ def test_write_synthetic_dataset(tmp_path: Path) -> None:
 
 def test_write_refuses_to_overwrite_unless_asked(tmp_path: Path) -> None:
     kwargs = {"scenario": "outdoor", "n": 12, "val_fraction": 0.25, "test_fraction": 0.25}
-    first = syn.write_synthetic_dataset(tmp_path, seed=1, **kwargs)
+    first = write_synthetic_dataset(tmp_path, seed=1, **kwargs)
     assert first["train"].name == "DATA_Htrainout.mat"
     with pytest.raises(OutputExistsError, match=r"DATA_Htrainout\.mat"):
-        syn.write_synthetic_dataset(tmp_path, seed=2, **kwargs)
+        write_synthetic_dataset(tmp_path, seed=2, **kwargs)
     before = load_csi(first["train"])
-    syn.write_synthetic_dataset(tmp_path, seed=2, overwrite=True, **kwargs)
+    write_synthetic_dataset(tmp_path, seed=2, overwrite=True, **kwargs)
     assert not np.array_equal(before, load_csi(first["train"]))
     with pytest.raises(ValueError, match="empty split"):
-        syn.write_synthetic_dataset(tmp_path / "x", n=3, val_fraction=0.1, test_fraction=0.1)
+        write_synthetic_dataset(tmp_path / "x", n=3, val_fraction=0.1, test_fraction=0.1)
 
 
 def test_split_seeds_are_disjoint_and_stable() -> None:

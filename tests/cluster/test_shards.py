@@ -14,10 +14,11 @@ from click.testing import CliRunner
 
 from csideploy.calibration.cost2100_shards import plan as cost2100_plan
 from csideploy.calibration.cost2100_shards import write_sharded_cost2100
+from csideploy.calibration.dataset_writer import write_synthetic_dataset
 from csideploy.calibration.paired import write_paired_dataset
 from csideploy.calibration.paired_shards import plan as paired_plan
 from csideploy.calibration.paired_shards import write_sharded_paired
-from csideploy.calibration.synthetic import split_seeds, write_synthetic_dataset
+from csideploy.calibration.synthetic import split_seeds
 from csideploy.calibration.synthetic_config import SyntheticConfig
 from csideploy.calibration.synthetic_shards import (
     SHARDS_PREFIX,

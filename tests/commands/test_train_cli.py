@@ -15,8 +15,8 @@ import pytest
 import torch
 from click.testing import CliRunner, Result
 
+from csideploy.calibration.dataset_writer import write_synthetic_dataset
 from csideploy.calibration.paired import load_paired, write_paired_dataset
-from csideploy.calibration.synthetic import write_synthetic_dataset
 from csideploy.cli import main
 from csideploy.errors import UnknownModelError
 from csideploy.metrics import nmse

@@ -12,8 +12,8 @@ import torch
 from export_test_models import small_model
 
 from csideploy.bundle.verify import verify_bundle
+from csideploy.calibration.dataset_writer import write_synthetic_dataset
 from csideploy.calibration.paired import write_paired_dataset
-from csideploy.calibration.synthetic import write_synthetic_dataset
 from csideploy.errors import DataError, ToleranceError
 from csideploy.formats.onnx import OnnxRunner, export_onnx
 from csideploy.gates.numerics import FloatReference, NmseConvention
