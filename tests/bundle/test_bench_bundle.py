@@ -9,7 +9,7 @@ import pytest
 from bundle_tamper import load_manifest, rehash, save_manifest, tree
 from click.testing import CliRunner
 
-from csideploy.bundle.tarball import pack_bundle
+from csideploy.bundle.pack import pack_bundle
 from csideploy.bundle.verify import verify_bundle
 from csideploy.cli import main
 

@@ -100,5 +100,5 @@ def test_short_training_lowers_the_loss(name: str) -> None:
         loss = nn.functional.mse_loss(model(x), x)
         loss.backward()
         optimizer.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
     assert losses[-1] < 0.7 * losses[0], losses
