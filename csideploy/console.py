@@ -198,7 +198,11 @@ def progress_line(text: str) -> None:
     if not _STATE.progress:
         return
     line = f"\n    {text}"
-    if _STATE.terminal is None:
+    try:
+        on_fd1 = sys.stdout.fileno() == 1
+    except (AttributeError, OSError, ValueError):
+        on_fd1 = False  # a Python-level stream (a test runner's): `captured` leaves it alone
+    if _STATE.terminal is None or not on_fd1:
         click.echo(line, nl=False)
     else:
         os.write(_STATE.terminal, line.encode("utf-8", errors="replace"))
