@@ -16,6 +16,8 @@ from csideploy.defaults import (
     DEFAULT_MAX_NMSE_DROP_DB,
     DEFAULT_MIN_CODEWORD_SQNR_DB,
     DEFAULT_OPSET,
+    DEFAULT_QAT_LR,
+    DEFAULT_QAT_SAMPLES,
     INT8_LAYER_CHOICES,
     MIN_CALIB_SAMPLES,
 )
@@ -168,7 +170,10 @@ from csideploy.quantize.base import calibration_methods, method_names
     type=click.Path(dir_okay=False),
     help="QAT training CSI (.mat/.npy/.npz) [default: the calibration source].",
 )
-@click.option("--qat-samples", type=int, default=1024, show_default=True)
+@click.option("--qat-samples", type=int, default=DEFAULT_QAT_SAMPLES, show_default=True)
+@click.option(
+    "--qat-lr", type=float, default=DEFAULT_QAT_LR, show_default=True, help="QAT Adam rate."
+)
 @click.option("--force", is_flag=True, help="Replace an existing output directory.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @reports_errors
@@ -198,6 +203,7 @@ def export_command(
     qat_epochs: int,
     qat_data: str | None,
     qat_samples: int,
+    qat_lr: float,
     force: bool,
     as_json: bool,
 ) -> None:
@@ -234,6 +240,7 @@ def export_command(
         qat_epochs=qat_epochs,
         qat_data=qat_data,
         qat_samples=qat_samples,
+        qat_lr=qat_lr,
     )
     try:
         with warnings.catch_warnings(record=True) as caught:

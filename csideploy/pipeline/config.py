@@ -14,6 +14,8 @@ from csideploy.defaults import (
     DEFAULT_MAX_NMSE_DROP_DB,
     DEFAULT_MIN_CODEWORD_SQNR_DB,
     DEFAULT_OPSET,
+    DEFAULT_QAT_LR,
+    DEFAULT_QAT_SAMPLES,
     INT8_LAYER_CHOICES,
     MIN_CALIB_SAMPLES,
     MIN_EVAL_SAMPLES,
@@ -74,7 +76,8 @@ class ExportConfig:
     """Quantization-aware fine-tuning of the TFLite INT8 encoder's FC layers (0: off)."""
     qat_data: str | None = None
     """QAT training CSI file; None: the calibration source (`pipeline.qat_step`)."""
-    qat_samples: int = 1024
+    qat_samples: int = DEFAULT_QAT_SAMPLES
+    qat_lr: float = DEFAULT_QAT_LR
     latency_runs: int = DEFAULT_RUNS
     convention: str = NMSE_CONVENTION
 
@@ -154,6 +157,8 @@ def _check_qat(config: ExportConfig) -> None:
         raise CsiDeployError(f"--qat-epochs must be an integer >= 0, got {config.qat_epochs}")
     if _bad_count(config.qat_samples, 1):
         raise CsiDeployError(f"--qat-samples must be >= 1, got {config.qat_samples}")
+    if not 0 < config.qat_lr <= 1:  # also catches NaN
+        raise CsiDeployError(f"--qat-lr must be in (0, 1], got {config.qat_lr}")
     if not config.qat_epochs:
         if config.qat_data is not None:
             raise CsiDeployError("--qat-data is only used with --qat-epochs N (N >= 1)")

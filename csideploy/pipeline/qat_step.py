@@ -46,6 +46,7 @@ def qat_setup(
         decoder=context.split.decoder,
         source=source,
         accept=accept,
+        lr=context.config.qat_lr,
         progress=progress_line,
     )
     report = QatReport()

@@ -28,11 +28,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from csideploy.defaults import DEFAULT_QAT_LR
 from csideploy.formats.tflite import Converter, TfliteExportConfig
 from csideploy.quantize.tflite_pt2e import flatbuffer, layer_quantizer, pt2e_convert, with_pt2e
 
-DEFAULT_LR = 5e-5
-"""Adam learning rate: small, the float weights are already trained."""
 DEFAULT_BATCH = 32
 
 
@@ -49,7 +48,7 @@ class QatSettings:
     decoder: nn.Module
     source: str
     accept: Callable[[Callable[[np.ndarray], np.ndarray]], tuple[dict[str, Any], bool]]
-    lr: float = DEFAULT_LR
+    lr: float = DEFAULT_QAT_LR
     batch_size: int = DEFAULT_BATCH
     seed: int = 0
     progress: Callable[[str], None] | None = None
@@ -62,7 +61,7 @@ class QatReport:
     epochs: int = 0
     samples: int = 0
     source: str = ""
-    lr: float = DEFAULT_LR
+    lr: float = DEFAULT_QAT_LR
     layers: tuple[str, ...] = ()
     """The layers fine-tuned with fake quantization."""
     losses: list[float] = field(default_factory=list)
