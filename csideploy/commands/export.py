@@ -311,7 +311,10 @@ def _qat_lines(result: Any) -> None:
     """What quantization-aware fine-tuning did, per file that ran it."""
     for artifact in result.artifacts:
         qat = artifact.details.get("qat")
-        if not qat or not qat["epochs"]:
+        if not qat:
+            continue
+        if not qat["epochs"]:
+            click.echo(f"qat: {artifact.file}: the layer plan has no FC layer; nothing fine-tuned")
             continue
         measured = qat["calibration"] or {}
         per_epoch = sum(qat["epoch_seconds"]) / max(len(qat["epoch_seconds"]), 1)
