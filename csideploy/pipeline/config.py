@@ -170,6 +170,8 @@ def _check_qat(config: ExportConfig) -> None:
         )
     if "tflite" not in config.formats:
         raise CsiDeployError("--qat-epochs tunes the TFLite INT8 encoder: add tflite to --format")
+    if config.qat_data is not None and not Path(config.qat_data).is_file():
+        raise DataError(f"--qat-data {config.qat_data}: no such file")
 
 
 def _bad_count(value: int, minimum: int) -> bool:

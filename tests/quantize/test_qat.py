@@ -120,6 +120,9 @@ def test_qat_export_writes_the_default_fc_in_int8(tmp_path):
          "error: --qat-epochs tunes the TFLite INT8 encoder: add tflite to --format"),
         (["--qat-epochs", "1", "--int8-layers", "all"],
          "error: --qat-epochs fine-tunes the layer plan's static INT8"),
+        (["--qat-epochs", "1", "--qat-data", "missing.npy"],
+         "error: --qat-data missing.npy: no such file"),
+        (["--qat-data", "missing.npy"], "error: --qat-data is only used with --qat-epochs N"),
     ],
 )  # fmt: skip
 def test_bad_qat_options_exit_2_with_one_line(tmp_path, extra, message):
