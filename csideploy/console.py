@@ -48,6 +48,8 @@ class _State:
     captured_lines: int = 0
     log: Path | None = None
     started: bool = field(default=False)
+    terminal: int | None = None
+    """The real stdout while a step is captured (for `progress_line`)."""
 
 
 _STATE = _State()
@@ -120,9 +122,11 @@ def captured(step: str, *, own_stderr: bool = False, keep: bool = True) -> Itera
         with contextlib.ExitStack() as stack:
             if own_stderr:
                 stack.enter_context(_python_stderr_to(saved[1], sink))
+            outer, _STATE.terminal = _STATE.terminal, saved[0]
             try:
                 yield
             finally:
+                _STATE.terminal = outer
                 for stream in (sys.stdout, sys.stderr):
                     with contextlib.suppress(Exception):
                         stream.flush()
@@ -186,6 +190,22 @@ def step(name: str) -> Iterator[None]:
         if _STATE.progress:
             seconds = time.perf_counter() - start
             click.echo(f" {seconds:.1f} s" if done else " failed")
+
+
+def progress_line(text: str) -> None:
+    """One line of a long step's progress (a fine-tuning epoch) on the real stdout, under
+    the step's own line; nothing with --json or in library calls."""
+    if not _STATE.progress:
+        return
+    line = f"\n    {text}"
+    try:
+        on_fd1 = sys.stdout.fileno() == 1
+    except (AttributeError, OSError, ValueError):
+        on_fd1 = False  # a Python-level stream (a test runner's): `captured` leaves it alone
+    if _STATE.terminal is None or not on_fd1:
+        click.echo(line, nl=False)
+    else:
+        os.write(_STATE.terminal, line.encode("utf-8", errors="replace"))
 
 
 def log_note() -> str | None:

@@ -13,3 +13,6 @@ DEFAULT_MAX_NMSE_DROP_DB = 0.3
 DEFAULT_MIN_CODEWORD_SQNR_DB = 15.0
 DEFAULT_MAX_FIDELITY_NMSE_DB = -15.0
 INT8_LAYER_CHOICES = ("auto", "accuracy", "all")
+DEFAULT_QAT_LR = 5e-5
+"""Adam rate of `--qat-epochs`: small, the float weights are already trained."""
+DEFAULT_QAT_SAMPLES = 1024

@@ -16,6 +16,8 @@ from csideploy.defaults import (
     DEFAULT_MAX_NMSE_DROP_DB,
     DEFAULT_MIN_CODEWORD_SQNR_DB,
     DEFAULT_OPSET,
+    DEFAULT_QAT_LR,
+    DEFAULT_QAT_SAMPLES,
     INT8_LAYER_CHOICES,
     MIN_CALIB_SAMPLES,
 )
@@ -155,6 +157,23 @@ from csideploy.quantize.base import calibration_methods, method_names
     show_default=True,
     help="Fine-tune after --hard-sigmoid on synthetic indoor training data.",
 )
+@click.option(
+    "--qat-epochs",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Quantization-aware fine-tuning of the TFLite INT8 encoder's FC layers (--int8).",
+)
+@click.option(
+    "--qat-data",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="QAT training CSI (.mat/.npy/.npz) [default: the calibration source].",
+)
+@click.option("--qat-samples", type=int, default=DEFAULT_QAT_SAMPLES, show_default=True)
+@click.option(
+    "--qat-lr", type=float, default=DEFAULT_QAT_LR, show_default=True, help="QAT Adam rate."
+)
 @click.option("--force", is_flag=True, help="Replace an existing output directory.")
 @json_option()
 def export_command(
@@ -180,6 +199,10 @@ def export_command(
     version: str,
     hard_sigmoid: str | None,
     finetune_epochs: int,
+    qat_epochs: int,
+    qat_data: str | None,
+    qat_samples: int,
+    qat_lr: float,
     force: bool,
     as_json: bool,
 ) -> None:
@@ -213,6 +236,10 @@ def export_command(
         version=version,
         hard_sigmoid=hard_sigmoid,
         finetune_epochs=finetune_epochs,
+        qat_epochs=qat_epochs,
+        qat_data=qat_data,
+        qat_samples=qat_samples,
+        qat_lr=qat_lr,
     )
     try:
         with warnings.catch_warnings(record=True) as caught:
@@ -252,6 +279,7 @@ def export_command(
         f"in {sum(result.seconds.values()):.1f} s"
     )
     _summary_table(result)
+    _qat_lines(result)
     click.echo(
         f"float NMSE {result.float_nmse_db:.2f} dB ({result.convention.name}) on "
         f"{result.evaluation.samples} samples of {result.evaluation.source}"
@@ -275,6 +303,25 @@ def _summary_table(result: Any) -> None:
         click.echo(
             f"  {a.file:<20}{a.side:<5}{a.precision:<6}{a.bytes:>11,}  {error:<19}"
             f"{n.nmse_db:>8.2f}{n.delta_nmse_db:>+8.3f}{p50:>8}  {gates}{_fidelity(n)}"
+        )
+
+
+def _qat_lines(result: Any) -> None:
+    """What quantization-aware fine-tuning did, per file that ran it."""
+    for artifact in result.artifacts:
+        qat = artifact.details.get("qat")
+        if not qat:
+            continue
+        if not qat["epochs"]:
+            click.echo(f"qat: {artifact.file}: the layer plan has no FC layer; nothing fine-tuned")
+            continue
+        measured = qat["calibration"] or {}
+        per_epoch = sum(qat["epoch_seconds"]) / max(len(qat["epoch_seconds"]), 1)
+        click.echo(
+            f"qat: {artifact.file}: {qat['epochs']} epoch(s) on {qat['samples']} samples of "
+            f"{qat['data']} ({per_epoch:.1f} s/epoch), {', '.join(qat['layers'])} int8; "
+            f"calibration ΔNMSE {measured.get('delta_nmse_db', float('nan')):+.3f} dB -> "
+            + ("kept" if qat["accepted"] else "over the layer budget, file written without it")
         )
 
 

@@ -14,6 +14,8 @@ from csideploy.defaults import (
     DEFAULT_MAX_NMSE_DROP_DB,
     DEFAULT_MIN_CODEWORD_SQNR_DB,
     DEFAULT_OPSET,
+    DEFAULT_QAT_LR,
+    DEFAULT_QAT_SAMPLES,
     INT8_LAYER_CHOICES,
     MIN_CALIB_SAMPLES,
     MIN_EVAL_SAMPLES,
@@ -70,6 +72,12 @@ class ExportConfig:
     """None, "encoder" or "all": replace sigmoids with relu6(x + 3) / 6 before export."""
     finetune_epochs: int = 0
     finetune_samples: int = 5000
+    qat_epochs: int = 0
+    """Quantization-aware fine-tuning of the TFLite INT8 encoder's FC layers (0: off)."""
+    qat_data: str | None = None
+    """QAT training CSI file; None: the calibration source (`pipeline.qat_step`)."""
+    qat_samples: int = DEFAULT_QAT_SAMPLES
+    qat_lr: float = DEFAULT_QAT_LR
     latency_runs: int = DEFAULT_RUNS
     convention: str = NMSE_CONVENTION
 
@@ -119,6 +127,7 @@ class ExportConfig:
             raise CsiDeployError("--finetune-epochs needs --hard-sigmoid")
         if _bad_count(self.finetune_epochs, 0) or _bad_count(self.finetune_samples, 16):
             raise CsiDeployError("--finetune-epochs must be >= 0 and the samples >= 16")
+        _check_qat(self)
         if self.layout not in ("nchw", "nhwc"):
             raise CsiDeployError(f"--layout must be nchw or nhwc, got {self.layout!r}")
         if self.tflite_io not in ("int8", "float"):
@@ -142,6 +151,28 @@ _SEMVER = re.compile(
 )
 
 
+def _check_qat(config: ExportConfig) -> None:
+    """QAT tunes the TFLite INT8 file that a layer plan drives: static INT8, not "all"."""
+    if _bad_count(config.qat_epochs, 0):
+        raise CsiDeployError(f"--qat-epochs must be an integer >= 0, got {config.qat_epochs}")
+    if _bad_count(config.qat_samples, 1):
+        raise CsiDeployError(f"--qat-samples must be >= 1, got {config.qat_samples}")
+    if not 0 < config.qat_lr <= 1:  # also catches NaN
+        raise CsiDeployError(f"--qat-lr must be in (0, 1], got {config.qat_lr}")
+    if not config.qat_epochs:
+        if config.qat_data is not None:
+            raise CsiDeployError("--qat-data is only used with --qat-epochs N (N >= 1)")
+        return
+    if config.int8 != "static" or config.int8_layers == "all":
+        raise CsiDeployError(
+            "--qat-epochs fine-tunes the layer plan's static INT8: add --int8 "
+            "(not dynamic) and drop --int8-layers all"
+        )
+    if "tflite" not in config.formats:
+        raise CsiDeployError("--qat-epochs tunes the TFLite INT8 encoder: add tflite to --format")
+    if config.qat_data is not None and not Path(config.qat_data).is_file():
+        raise DataError(f"--qat-data {config.qat_data}: no such file")
+
+
 def _bad_count(value: int, minimum: int) -> bool:
     return isinstance(value, bool) or not isinstance(value, int) or value < minimum
-

@@ -194,7 +194,7 @@ class _Planner:
             ),
             build=self._build,
             score=self._score,
-            fits=self._fits,
+            fits=self.fits,
             forms=lambda node: (
                 ("static", blockwise_fc.PRECISION)
                 if blockwise_fc.supports(model, node)
@@ -292,7 +292,10 @@ class _Planner:
         return OnnxRunner(path).run_outputs(self.calibration)[0]
 
     def _score(self, path: Path) -> onnx_plan.Score:
-        codewords = OnnxRunner(path).run_outputs(self.calibration)[0]
+        return self.score_codewords(OnnxRunner(path).run_outputs(self.calibration)[0])
+
+    def score_codewords(self, codewords: np.ndarray) -> onnx_plan.Score:
+        """An encoder's codewords on the calibration set, scored against float."""
         numerics = encoder_numerics(self.reference, self.context.split.decoder, codewords)
         return onnx_plan.Score(
             delta_nmse_db=numerics.delta_nmse_db,
@@ -300,7 +303,7 @@ class _Planner:
             fidelity_nmse_db=float(numerics.fidelity_nmse_db or 0.0),
         )
 
-    def _fits(self, score: onnx_plan.Score) -> bool:
+    def fits(self, score: onnx_plan.Score) -> bool:
         budget = min(CALIBRATION_BUDGET_DB, self.context.config.max_nmse_drop)
         problems = fidelity_failures(
             score.codeword_sqnr_db, score.fidelity_nmse_db, limits(self.context)

@@ -13,10 +13,12 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
+from torch import nn
+
 from csideploy.bundle.execute import run_artifact_outputs
 from csideploy.errors import DataError
 from csideploy.formats.onnx import TensorInfo
-from csideploy.formats.tflite import TensorSpec, TfliteArtifact
+from csideploy.formats.tflite import Converter, TensorSpec, TfliteArtifact
 from csideploy.gates.fidelity import check_fidelity
 from csideploy.gates.numerics import (
     GateResult,
@@ -27,8 +29,10 @@ from csideploy.gates.numerics import (
 from csideploy.models.ue_graph import flat_codeword
 from csideploy.pipeline.format_steps import encoder_precisions, float_gate, register_step
 from csideploy.pipeline.int8_onnx_step import layer_plan, limits, uses_layer_plan
+from csideploy.pipeline.qat_step import qat_setup
 from csideploy.pipeline.results import ArtifactResult, ExportContext
-from csideploy.quantize.tflite_pt2e import pt2e_export_tflite
+from csideploy.quantize.qat import QatRejected
+from csideploy.quantize.tflite_pt2e import pt2e_convert, pt2e_export_tflite
 from csideploy.quantize.torch_plan import planned_encoder
 from csideploy.runner import LatencyResult, quick_latency
 
@@ -52,6 +56,8 @@ def _export(context: ExportContext, precision: str) -> ArtifactResult:
     file = TFLITE_FILES[precision]
     calibration = None
     encoder, layers, io = context.split.export_encoder, None, context.config.tflite_io
+    tries: list[tuple[nn.Module, Sequence[str] | None, Converter]] = []
+    qat = None
     if precision == "int8":
         if context.calibration is None:
             raise DataError("static INT8 needs a calibration set")
@@ -60,21 +66,33 @@ def _export(context: ExportContext, precision: str) -> ArtifactResult:
             planner, plan = layer_plan(context)
             encoder, layers = planned_encoder(encoder, plan.nodes, planner.equalizations)
             io = "float"
-    artifact = pt2e_export_tflite(
-        encoder,
-        context.staging / file,
-        precision=precision,
-        calibration=calibration,
-        io=io,
-        layout=context.config.layout,
-        output_names=context.split.output_names,
-        layers=layers,
-    )
+            if context.config.qat_epochs:
+                *tuned, qat = qat_setup(context, planner, plan)
+                tries.append(tuple(tuned))  # type: ignore[arg-type]
+    tries.append((encoder, layers, pt2e_convert))
+    for encoder, layers, convert in tries:  # QAT first; the plan alone when it is rejected
+        try:
+            artifact = pt2e_export_tflite(
+                encoder,
+                context.staging / file,
+                precision=precision,
+                calibration=calibration,
+                io=io,
+                layout=context.config.layout,
+                output_names=context.split.output_names,
+                layers=layers,
+                convert=convert,
+            )
+            break
+        except QatRejected:
+            continue
     codewords = flat_codeword(run_artifact_outputs("litert", artifact.path, context.reference.csi))
     numerics = encoder_numerics(context.reference, context.split.decoder, codewords)
     result = _result(context, artifact, numerics, _gates(context, file, precision, numerics))
     if layers is not None:
         result = replace(result, details={**result.details, "quantized_layers": list(layers)})
+    if qat is not None:
+        result = replace(result, details={**result.details, "qat": qat.to_dict()})
     return result
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -25,6 +25,7 @@ from torch import nn
 from csideploy.errors import MissingDependencyError
 from csideploy.formats.tflite import (
     TFLITE_EXTRA_MESSAGE,
+    Converter,
     TfliteArtifact,
     TfliteExportConfig,
     export_tflite,
@@ -57,9 +58,11 @@ def pt2e_export_tflite(
     calibration_batch: int = 64,
     overwrite: bool = False,
     layers: Sequence[str] | None = None,
+    convert: Converter | None = None,
 ) -> TfliteArtifact:
     """`export_tflite` quantized by PT2E: ``int8`` (needs `calibration`), ``dynamic`` or
-    ``fp32``; the arguments are `csideploy.formats.tflite.export_tflite`'s."""
+    ``fp32``; the arguments are `csideploy.formats.tflite.export_tflite`'s (`convert`:
+    `pt2e_convert` unless given, e.g. `csideploy.quantize.qat.qat_converter`)."""
     return export_tflite(
         encoder,
         out_path,
@@ -73,16 +76,20 @@ def pt2e_export_tflite(
         calibration_batch=calibration_batch,
         overwrite=overwrite,
         layers=layers,
-        convert=pt2e_convert,
+        convert=convert or pt2e_convert,
     )
 
 
-def _with_pt2e(litert: SimpleNamespace) -> SimpleNamespace:
+def with_pt2e(litert: SimpleNamespace) -> SimpleNamespace:
     """The converter entry points plus PT2E's, or MissingDependencyError naming the extra."""
     try:
         from litert_torch.quantize import pt2e_quantizer
         from litert_torch.quantize.quant_config import QuantConfig
-        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+        from torchao.quantization.pt2e.quantize_pt2e import (
+            convert_pt2e,
+            prepare_pt2e,
+            prepare_qat_pt2e,
+        )
     except ImportError as error:
         raise MissingDependencyError(f"{TFLITE_EXTRA_MESSAGE} ({error})") from error
     return SimpleNamespace(
@@ -91,6 +98,7 @@ def _with_pt2e(litert: SimpleNamespace) -> SimpleNamespace:
         quantization_config=pt2e_quantizer.get_symmetric_quantization_config,
         QuantConfig=QuantConfig,
         prepare_pt2e=prepare_pt2e,
+        prepare_qat_pt2e=prepare_qat_pt2e,
         convert_pt2e=convert_pt2e,
     )
 
@@ -106,7 +114,7 @@ def pt2e_convert(
     `csideploy.formats.tflite.Converter`)."""
     if config.precision == "fp32":
         return float_convert(litert, module, sample, config, calibration)
-    litert = _with_pt2e(litert)
+    litert = with_pt2e(litert)
     with quiet_converter(litert), torch.no_grad():
         quantizer = _quantizer(litert, config)
         if config.precision == "dynamic":
@@ -119,6 +127,19 @@ def pt2e_convert(
             samples = _to_layout(calibration, config)
             prepared = _calibrated(litert, module, quantizer, samples, config)
         quantized = litert.convert_pt2e(prepared, fold_quantize=False)
+        return flatbuffer(litert, quantized, quantizer, config, sample)
+
+
+def flatbuffer(
+    litert: SimpleNamespace,
+    quantized: nn.Module,
+    quantizer: Any,
+    config: TfliteExportConfig,
+    sample: torch.Tensor,
+) -> bytes:
+    """Flatbuffer bytes of a `convert_pt2e` graph (calibrated or fake-quantized), by the
+    LiteRT converter in `quantizer`'s mode."""
+    with quiet_converter(litert), torch.no_grad():
         # Traced from an eval-mode module, the graph already has eval semantics; exported
         # GraphModules refuse .eval(), so set the flag the converter checks.
         quantized.training = False
@@ -166,10 +187,11 @@ def _to_layout(calibration: np.ndarray, config: TfliteExportConfig) -> torch.Ten
     return tensor
 
 
-def _quantizer(litert: SimpleNamespace, config: TfliteExportConfig) -> Any:
+def _quantizer(litert: SimpleNamespace, config: TfliteExportConfig, *, qat: bool = False) -> Any:
     """Per-channel int8 weights, int8 activations: for every layer, or only `config.layers`
-    (module paths inside the encoder, which `_Boundary` holds as `encoder`)."""
-    quantization = _quantization(litert, config)
+    (module paths inside the encoder, which `_Boundary` holds as `encoder`); `qat`: fake
+    quantization for training (`csideploy.quantize.qat`), the same annotation."""
+    quantization = _quantization(litert, config, qat=qat)
     if config.layers is None or config.precision != "int8":
         return litert.PT2EQuantizer().set_global(quantization)
     quantizer = litert.PT2EQuantizer()
@@ -197,8 +219,15 @@ def from_modules(paths: tuple[str, ...]) -> Callable[[Any], bool]:
     return inside
 
 
-def _quantization(litert: SimpleNamespace, config: TfliteExportConfig) -> Any:
-    return litert.quantization_config(is_per_channel=True, is_dynamic=config.precision == "dynamic")
+def _quantization(litert: SimpleNamespace, config: TfliteExportConfig, *, qat: bool = False) -> Any:
+    return litert.quantization_config(
+        is_per_channel=True, is_dynamic=config.precision == "dynamic", is_qat=qat
+    )
+
+
+def layer_quantizer(litert: SimpleNamespace, config: TfliteExportConfig, *, qat: bool) -> Any:
+    """The quantizer `pt2e_convert` uses for `config` (`litert` from `with_pt2e`)."""
+    return _quantizer(litert, config, qat=qat)
 
 
 def _csi_quantizer(base: type) -> type:
@@ -231,6 +260,10 @@ def _csi_quantizer(base: type) -> type:
     from torchao.quantization.pt2e.quantizer import QuantizationAnnotation
 
     class CsiQuantizer(base):  # type: ignore[misc, valid-type]
+        # QAT: the export copy has its BatchNorms folded, so the conv + BN patterns match
+        # nothing, and tracing them fails on this torch; fake quantization needs none.
+        STATIC_QAT_ONLY_OPS: ClassVar[list[str]] = []
+
         def transform_for_annotation(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
             float_scalars(model)
             return super().transform_for_annotation(model)
