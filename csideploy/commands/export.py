@@ -337,13 +337,14 @@ def _warn_float_planned_files(result: Any) -> None:
         if form == "dynamic"
     ]
     runtimes = {"tflite": "LiteRT", "pte": "ExecuTorch"}
+    hints = {"tflite": "; --qat-epochs 1 fine-tunes the FC for LiteRT."}
     for artifact in result.artifacts:
         if artifact.details.get("quantized_layers") == [] and dynamic:
             click.echo(
                 f"warning: {artifact.file} computes in float: the layer plan quantizes "
                 f"{', '.join(dynamic)} in ONNX with per-block int8 activations, which "
                 f"{runtimes.get(artifact.format, artifact.format)} lacks (docs/int8.md); "
-                "the ONNX INT8 file is the quantized one.",
+                f"the ONNX INT8 file is the quantized one{hints.get(artifact.format, '.')}",
                 err=True,
             )
 

@@ -61,6 +61,7 @@ def test_the_float_tflite_int8_file_is_announced(default_export):
         "warning: encoder.int8.tflite computes in float: the layer plan quantizes "
         f"{FC} in ONNX with per-block int8 activations, which LiteRT lacks"
     ) in output
+    assert "--qat-epochs 1 fine-tunes the FC for LiteRT." in output
 
 
 def test_every_layer_in_int8_on_the_default_still_fails_the_gate(tmp_path):
