@@ -31,13 +31,12 @@ from csideploy.pipeline.onnx_float import _onnx_artifact, encode_onnx
 from csideploy.pipeline.results import ArtifactResult, ExportContext
 from csideploy.quantize import blockwise_fc, equalize, onnx_graph, onnx_plan
 from csideploy.quantize import onnx_qdq as q
+from csideploy.quantize.base import get_method
 from csideploy.quantize.diagnostics import LayerError
 from csideploy.quantize.onnx_qdq import QuantizationParams
 
 SQNR_SAMPLES = 128
 """Evaluation samples run through both graphs for the per-layer SQNR table."""
-INT8_FILES = {"static": ("encoder.int8.onnx", "int8"), "dynamic": ("encoder.dyn.onnx", "dynamic")}
-"""INT8 mode -> (file name, precision); the precision names match the TFLite files'."""
 CALIBRATION_BUDGET_DB = 0.05
 """NMSE loss a layer plan may have on the calibration set (half the 0.1 dB aimed at)."""
 
@@ -49,7 +48,8 @@ def limits(context: ExportContext) -> FidelityLimits:
 def quantize_encoder_onnx(context: ExportContext, float_encoder: ArtifactResult) -> ArtifactResult:
     """INT8 encoder (static QDQ or dynamic), held to the NMSE and fidelity gates."""
     mode = context.config.int8 or "static"
-    file, precision = INT8_FILES[mode]
+    method = get_method(mode)
+    file, precision = method.file_name(".onnx"), method.precision
     float_path = context.staging / float_encoder.file
     raw = context.scratch / f"quantized.{mode}.onnx"
     if mode == "static":
@@ -330,4 +330,4 @@ def _describe(params: QuantizationParams) -> str:
     return described
 
 
-__all__ = ["INT8_FILES", "SQNR_SAMPLES", "LayerError", "quantize_encoder_onnx"]
+__all__ = ["SQNR_SAMPLES", "LayerError", "quantize_encoder_onnx"]

@@ -26,15 +26,11 @@ from csideploy.models.ue_graph import flat_codeword
 from csideploy.pipeline.format_steps import encoder_precisions, float_gate, register_step
 from csideploy.pipeline.int8_onnx_step import layer_plan, uses_layer_plan
 from csideploy.pipeline.results import ArtifactResult, ExportContext
+from csideploy.quantize.base import encoder_file
 from csideploy.quantize.pte_pt2e import pt2e_step
 from csideploy.quantize.torch_plan import planned_encoder
 from csideploy.runner import LatencyResult, quick_latency
 
-PTE_FILES = {
-    "fp32": "encoder.pte",
-    "int8": "encoder.int8.pte",
-    "dynamic": "encoder.dyn.pte",
-}
 RUNTIME = "executorch"
 WARMUP = 20
 
@@ -57,7 +53,7 @@ def run_pte(path: Path, csi: np.ndarray) -> list[np.ndarray]:
 
 
 def _export(context: ExportContext, precision: str) -> ArtifactResult:
-    file = PTE_FILES[precision]
+    file = encoder_file(".pte", precision)
     calibration = None
     encoder, layers = context.split.export_encoder, None
     if precision == "int8":

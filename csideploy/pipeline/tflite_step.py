@@ -31,16 +31,11 @@ from csideploy.pipeline.format_steps import encoder_precisions, float_gate, regi
 from csideploy.pipeline.int8_onnx_step import layer_plan, limits, uses_layer_plan
 from csideploy.pipeline.qat_step import qat_setup
 from csideploy.pipeline.results import ArtifactResult, ExportContext
+from csideploy.quantize.base import encoder_file
 from csideploy.quantize.qat import QatRejected
 from csideploy.quantize.tflite_pt2e import pt2e_convert, pt2e_export_tflite
 from csideploy.quantize.torch_plan import planned_encoder
 from csideploy.runner import LatencyResult, quick_latency
-
-TFLITE_FILES = {
-    "fp32": "encoder.tflite",
-    "int8": "encoder.int8.tflite",
-    "dynamic": "encoder.dyn.tflite",
-}
 
 
 def _latency(path: Path, input_shape: Sequence[int], runs: int) -> LatencyResult:
@@ -53,7 +48,7 @@ def tflite_step(context: ExportContext) -> list[ArtifactResult]:
 
 
 def _export(context: ExportContext, precision: str) -> ArtifactResult:
-    file = TFLITE_FILES[precision]
+    file = encoder_file(".tflite", precision)
     calibration = None
     encoder, layers, io = context.split.export_encoder, None, context.config.tflite_io
     tries: list[tuple[nn.Module, Sequence[str] | None, Converter]] = []

@@ -55,6 +55,17 @@ def get_method(name: str) -> QuantMethod:
         raise CsiDeployError(f"--int8 must be one of {known}, got {name!r}") from None
 
 
+def encoder_file(suffix: str, precision: str) -> str:
+    """The encoder file of a format (`suffix`, e.g. ".tflite") at `precision` ("fp32" or a
+    method's precision): the one place the export's encoder file names come from."""
+    if precision == "fp32":
+        return f"encoder{suffix}"
+    for method in QUANT_METHODS.values():
+        if method.precision == precision:
+            return method.file_name(suffix)
+    raise CsiDeployError(f"no INT8 method writes precision {precision!r}")
+
+
 def method_names() -> tuple[str, ...]:
     """Every `--int8` value, in registration order."""
     return tuple(QUANT_METHODS)

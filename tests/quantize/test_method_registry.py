@@ -11,12 +11,11 @@ from csideploy.errors import CsiDeployError
 from csideploy.formats import FORMATS
 from csideploy.formats.tflite import FILE_NAMES as TFLITE_FILES
 from csideploy.pipeline.config import ExportConfig
-from csideploy.pipeline.int8_onnx_step import INT8_FILES
-from csideploy.pipeline.pte_step import PTE_FILES
 from csideploy.quantize.base import (
     QUANT_METHODS,
     QuantMethod,
     calibration_methods,
+    encoder_file,
     get_method,
     method_names,
     register_method,
@@ -31,12 +30,16 @@ def test_declared_methods_and_their_calibration():
 
 
 @pytest.mark.parametrize("method", ["static", "dynamic"])
-def test_file_names_agree_with_every_format_writer(method):
-    """The registry's file name is the one each format's step writes for that method."""
+def test_file_names_come_from_the_registry(method):
+    """Every format's encoder file for a method is named by the registry; the TFLite writer's
+    own default names agree."""
     declared = get_method(method)
-    assert declared.file_name(FORMATS["onnx"].suffix) == INT8_FILES[method][0]
-    assert declared.file_name(FORMATS["tflite"].suffix) == TFLITE_FILES[declared.precision]
-    assert declared.file_name(FORMATS["pte"].suffix) == PTE_FILES[declared.precision]
+    names = {encoder_file(fmt.suffix, declared.precision) for fmt in FORMATS.values()}
+    assert names == {f"encoder.{declared.file_infix}{fmt.suffix}" for fmt in FORMATS.values()}
+    assert encoder_file(".tflite", declared.precision) == TFLITE_FILES[declared.precision]
+    assert encoder_file(".onnx", "fp32") == "encoder.onnx"
+    with pytest.raises(CsiDeployError, match="no INT8 method writes precision 'int4'"):
+        encoder_file(".onnx", "int4")
 
 
 def test_unknown_method_and_misplaced_calibration_are_refused():
