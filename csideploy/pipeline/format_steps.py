@@ -13,7 +13,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from csideploy.gates.numerics import GateResult, Numerics, check_levels, check_parity
+from csideploy.gates.fidelity import FidelityLimits, check_fidelity
+from csideploy.gates.numerics import (
+    GateResult,
+    Numerics,
+    check_levels,
+    check_nmse_drop,
+    check_parity,
+)
 from csideploy.pipeline.config import ExportConfig
 from csideploy.pipeline.results import ArtifactResult, ExportContext
 from csideploy.runner import LatencyResult
@@ -63,3 +70,18 @@ def float_gate(context: ExportContext, numerics: Numerics, *, what: str) -> Gate
         return check_levels(numerics, LEVEL_MISMATCH_LIMIT, what=what)
     return check_parity(numerics, context.onnx_tolerance, what=what)
 
+
+def encoder_gates(
+    context: ExportContext, file: str, precision: str, numerics: Numerics, *, runtime: str
+) -> tuple[GateResult, ...]:
+    """The gates of a converted encoder file, any format: fp32 to the codeword max-abs
+    tolerance against torch; INT8 to the NMSE loss and to its fidelity to the float model."""
+    if precision == "fp32":
+        return (float_gate(context, numerics, what=f"{file} (torch -> {runtime})"),)
+    what = f"{file} (float -> {runtime} {precision})"
+    config = context.config
+    limits = FidelityLimits(config.min_codeword_sqnr, config.max_fidelity_nmse)
+    return (
+        check_nmse_drop(numerics, config.max_nmse_drop, what=what),
+        check_fidelity(numerics, limits, what=what),
+    )

@@ -20,10 +20,9 @@ import numpy as np
 from csideploy.errors import DataError
 from csideploy.formats.onnx import TensorInfo
 from csideploy.formats.pte import PteArtifact, export_pte
-from csideploy.gates.fidelity import FidelityLimits, check_fidelity
-from csideploy.gates.numerics import GateResult, Numerics, check_nmse_drop, encoder_numerics
+from csideploy.gates.numerics import GateResult, Numerics, encoder_numerics
 from csideploy.models.ue_graph import flat_codeword
-from csideploy.pipeline.format_steps import encoder_precisions, float_gate, register_step
+from csideploy.pipeline.format_steps import encoder_gates, encoder_precisions, register_step
 from csideploy.pipeline.int8_onnx_step import layer_plan, uses_layer_plan
 from csideploy.pipeline.results import ArtifactResult, ExportContext
 from csideploy.quantize.base import encoder_file
@@ -73,27 +72,15 @@ def _export(context: ExportContext, precision: str) -> ArtifactResult:
     outputs = run_pte(artifact.path, context.reference.csi)
     numerics = encoder_numerics(context.reference, context.split.decoder, flat_codeword(outputs))
     result = _result(
-        context, artifact, outputs, numerics, _gates(context, file, precision, numerics)
+        context,
+        artifact,
+        outputs,
+        numerics,
+        encoder_gates(context, file, precision, numerics, runtime="ExecuTorch"),
     )
     if layers is not None:
         result = replace(result, details={**result.details, "quantized_layers": list(layers)})
     return result
-
-
-def _gates(
-    context: ExportContext, file: str, precision: str, numerics: Numerics
-) -> tuple[GateResult, ...]:
-    """fp32: the codeword max-abs gate; INT8: NMSE loss and fidelity to the float model."""
-    if precision == "fp32":
-        return (float_gate(context, numerics, what=f"{file} (torch -> ExecuTorch)"),)
-    what = f"{file} (float -> ExecuTorch {precision})"
-    config = context.config
-    return (
-        check_nmse_drop(numerics, context.config.max_nmse_drop, what=what),
-        check_fidelity(
-            numerics, FidelityLimits(config.min_codeword_sqnr, config.max_fidelity_nmse), what=what
-        ),
-    )
 
 
 def _result(

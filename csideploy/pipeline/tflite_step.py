@@ -19,16 +19,14 @@ from csideploy.bundle.execute import run_artifact_outputs
 from csideploy.errors import DataError
 from csideploy.formats.onnx import TensorInfo
 from csideploy.formats.tflite import Converter, TensorSpec, TfliteArtifact
-from csideploy.gates.fidelity import check_fidelity
 from csideploy.gates.numerics import (
     GateResult,
     Numerics,
-    check_nmse_drop,
     encoder_numerics,
 )
 from csideploy.models.ue_graph import flat_codeword
-from csideploy.pipeline.format_steps import encoder_precisions, float_gate, register_step
-from csideploy.pipeline.int8_onnx_step import layer_plan, limits, uses_layer_plan
+from csideploy.pipeline.format_steps import encoder_gates, encoder_precisions, register_step
+from csideploy.pipeline.int8_onnx_step import layer_plan, uses_layer_plan
 from csideploy.pipeline.qat_step import qat_setup
 from csideploy.pipeline.results import ArtifactResult, ExportContext
 from csideploy.quantize.base import encoder_file
@@ -83,24 +81,17 @@ def _export(context: ExportContext, precision: str) -> ArtifactResult:
             continue
     codewords = flat_codeword(run_artifact_outputs("litert", artifact.path, context.reference.csi))
     numerics = encoder_numerics(context.reference, context.split.decoder, codewords)
-    result = _result(context, artifact, numerics, _gates(context, file, precision, numerics))
+    result = _result(
+        context,
+        artifact,
+        numerics,
+        encoder_gates(context, file, precision, numerics, runtime="TFLite"),
+    )
     if layers is not None:
         result = replace(result, details={**result.details, "quantized_layers": list(layers)})
     if qat is not None:
         result = replace(result, details={**result.details, "qat": qat.to_dict()})
     return result
-
-
-def _gates(
-    context: ExportContext, file: str, precision: str, numerics: Numerics
-) -> tuple[GateResult, ...]:
-    if precision == "fp32":
-        return (float_gate(context, numerics, what=f"{file} (torch -> TFLite)"),)
-    what = f"{file} (float -> TFLite {precision})"
-    return (
-        check_nmse_drop(numerics, context.config.max_nmse_drop, what=what),
-        check_fidelity(numerics, limits(context), what=what),
-    )
 
 
 def _tensor(spec: TensorSpec) -> TensorInfo:
