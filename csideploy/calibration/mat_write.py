@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -96,12 +97,12 @@ def chmod_default(path: str) -> None:
 _Writer = TypeVar("_Writer", bound="AbortsOnError")
 
 
-class AbortsOnError:
+class AbortsOnError(ABC):
     """A streaming writer used as a context manager drops its temporary file on an error."""
 
+    @abstractmethod
     def abort(self) -> None:
         """Drop what was written so far (each writer says how)."""
-        raise NotImplementedError
 
     def __enter__(self: _Writer) -> _Writer:
         return self
