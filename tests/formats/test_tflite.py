@@ -18,22 +18,13 @@ from torch import nn
 
 from csideploy import runner
 from csideploy.bundle.execute import run_artifact_outputs, run_model_outputs
-from csideploy.errors import (
-    CsiDeployError,
-    DataError,
-    MissingDependencyError,
-    OutputExistsError,
-    ShapeError,
-)
 from csideploy.formats.tflite import (
     FILE_NAMES,
-    TFLITE_EXTRA_MESSAGE,
     TfliteArtifact,
     TfliteExportConfig,
-    export_tflite,
     inspect_tflite,
 )
-from csideploy.models import build
+from csideploy.metrics import sqnr_db
 from csideploy.models.ue_graph import flat_codeword
 from csideploy.quantize.tflite_pt2e import pt2e_export_tflite
 from csideploy.runner import dequantize, quantize
@@ -49,60 +40,9 @@ def open_litert(path, threads: int = 1):
     return runner.open_model("litert", path, threads, 1)
 
 
-def _perturb_batchnorm(module: nn.Module, seed: int) -> nn.Module:
-    """Give every BatchNorm non-trivial statistics so that folding and scales matter."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for layer in module.modules():
-            if isinstance(layer, nn.BatchNorm2d):
-                n = layer.num_features
-                layer.running_mean.normal_(0.0, 0.2, generator=generator)
-                layer.running_var.uniform_(0.5, 2.0, generator=generator)
-                layer.weight.uniform_(0.5, 1.5, generator=generator)
-                layer.bias.normal_(0.0, 0.2, generator=generator)
-                assert layer.running_mean.shape == (n,)
-    return module.eval()
-
-
-def _csi_like(n: int, seed: int) -> np.ndarray:
-    """CSI-shaped data in [0, 1] around 0.5: energy in the first delay taps, like COST2100."""
-    rng = np.random.default_rng(seed)
-    decay = np.exp(-np.arange(32) / 4.0)[None, None, None, :]
-    h = rng.standard_normal((n, 2, 32, 32)) * decay
-    h /= np.abs(h).max(axis=(1, 2, 3), keepdims=True)
-    return (0.5 + 0.45 * h).astype(np.float32)
-
-
-def _sqnr_db(reference: np.ndarray, test: np.ndarray) -> float:
-    noise = np.sum((reference - test) ** 2)
-    return float(10 * np.log10(np.sum(reference**2) / max(noise, 1e-30)))
-
-
 def _torch_codewords(encoder: nn.Module, csi: np.ndarray) -> np.ndarray:
     with torch.no_grad():
         return encoder(torch.from_numpy(csi)).numpy()
-
-
-ENCODERS = {
-    "clnet64": lambda: _perturb_batchnorm(build("clnet", 64).encoder, seed=1),
-    "crnet32": lambda: _perturb_batchnorm(build("crnet", 32).encoder, seed=2),
-}
-
-
-@pytest.fixture(scope="module")
-def encoders() -> dict[str, nn.Module]:
-    torch.manual_seed(0)
-    return {name: make() for name, make in ENCODERS.items()}
-
-
-@pytest.fixture(scope="module")
-def calibration() -> np.ndarray:
-    return _csi_like(64, seed=10)
-
-
-@pytest.fixture(scope="module")
-def evaluation() -> np.ndarray:
-    return _csi_like(12, seed=11)
 
 
 @pytest.fixture(scope="module")
@@ -193,7 +133,7 @@ def test_int8_has_integer_io_and_tracks_torch(artifact, encoders, evaluation, mo
 
     expected = _torch_codewords(encoders[model], evaluation)
     codewords = encode_csi(result.path, evaluation)
-    assert _sqnr_db(expected, codewords) > 20
+    assert sqnr_db(expected, codewords) > 20
     assert result.num_bytes < 0.4 * artifact(model, "fp32").num_bytes
 
 
@@ -279,7 +219,7 @@ def test_dynamic_range_has_int8_weights_and_float_activations(artifact, encoders
     assert "CONV_2D" in result.float_ops and "FULLY_CONNECTED" in result.float_ops
     assert result.num_bytes < 0.4 * artifact("clnet64", "fp32").num_bytes
     expected = _torch_codewords(encoders["clnet64"], evaluation)
-    assert _sqnr_db(expected, encode_csi(result.path, evaluation)) > 25
+    assert sqnr_db(expected, encode_csi(result.path, evaluation)) > 25
 
 
 # --- layout ---------------------------------------------------------------------------------
@@ -333,38 +273,6 @@ def test_interpreter_selection_falls_back_to_the_next_runtime(artifact, evaluati
     np.testing.assert_array_equal(encode_csi(path, evaluation), preferred)
 
 
-def test_no_interpreter_names_every_package_tried(monkeypatch):
-    monkeypatch.setattr(runner, "LITERT_PACKAGES", ("csideploy_missing_a", "csideploy_missing_b"))
-    with pytest.raises(runner.Skip) as error:
-        runner.load_litert()
-    message = str(error.value)
-    assert message.startswith("no LiteRT interpreter importable")
-    assert "csideploy_missing_a: ModuleNotFoundError" in message
-    assert "csideploy_missing_b: ModuleNotFoundError" in message
-
-
-# --- errors and dependencies ----------------------------------------------------------------
-
-
-def test_missing_converter_names_the_tflite_extra(monkeypatch, tmp_path, encoders):
-    for name in [m for m in sys.modules if m == "litert_torch" or m.startswith("litert_torch.")]:
-        monkeypatch.delitem(sys.modules, name)
-    monkeypatch.setitem(sys.modules, "litert_torch", None)
-    with pytest.raises(MissingDependencyError) as error:
-        export_tflite(encoders["clnet64"], tmp_path / "encoder.tflite", precision="fp32")
-    assert str(error.value).startswith(TFLITE_EXTRA_MESSAGE)
-    assert not (tmp_path / "encoder.tflite").exists()
-
-
-def test_importing_the_export_modules_does_not_import_the_converter():
-    code = (
-        "import sys, csideploy.formats.tflite, csideploy.quantize.tflite_pt2e, csideploy.runner; "
-        "loaded = [m for m in ('litert_torch', 'torchao', 'ai_edge_litert') if m in sys.modules]; "
-        "assert not loaded, loaded"
-    )
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
-
-
 def test_runner_needs_neither_torch_nor_the_converter(artifact):
     """A handset team checks an artifact with numpy and LiteRT alone."""
     path = artifact("clnet64", "int8").path
@@ -377,75 +285,3 @@ def test_runner_needs_neither_torch_nor_the_converter(artifact):
         "assert not loaded, loaded"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
-
-
-@pytest.mark.parametrize(
-    ("options", "message"),
-    [
-        ({"precision": "fp16"}, "precision must be one of"),
-        ({"precision": "int8", "io": "uint8"}, "io must be one of"),
-        ({"precision": "fp32", "layout": "NHWC"}, "layout must be one of"),
-        ({"precision": "fp32", "input_name": "c si"}, "input_name"),
-        ({"precision": "fp32", "input_name": "x", "output_name": "x"}, "must differ"),
-    ],
-)
-def test_config_rejects_bad_options(options, message):
-    with pytest.raises(ValueError, match=message):
-        TfliteExportConfig(**options)
-
-
-def test_config_io_applies_to_int8_only():
-    assert TfliteExportConfig("int8").io_dtype == "int8"
-    assert TfliteExportConfig("int8", io="float").io_dtype == "float32"
-    assert TfliteExportConfig("dynamic").io_dtype == "float32"
-    assert TfliteExportConfig("fp32", layout="nhwc").input_shape == (1, 32, 32, 2)
-
-
-def test_int8_export_checks_calibration_before_converting(tmp_path, encoders):
-    encoder = encoders["clnet64"]
-    out = tmp_path / "encoder.int8.tflite"
-    with pytest.raises(DataError, match="needs calibration"):
-        pt2e_export_tflite(encoder, out, precision="int8")
-    with pytest.raises(ShapeError, match=r"calibration: expected shape \(N, 2, 32, 32\)"):
-        pt2e_export_tflite(encoder, out, precision="int8", calibration=np.zeros((4, 32, 32, 2)))
-    bad = np.zeros((4, 2, 32, 32), dtype=np.float32)
-    bad[0, 0, 0, 0] = np.nan
-    with pytest.raises(DataError, match="NaN"):
-        pt2e_export_tflite(encoder, out, precision="int8", calibration=bad)
-    assert list(tmp_path.iterdir()) == []
-
-
-def test_existing_output_is_kept_unless_overwrite(tmp_path, encoders):
-    out = tmp_path / "encoder.tflite"
-    out.write_bytes(b"keep me")
-    with pytest.raises(OutputExistsError, match="overwrite=True"):
-        export_tflite(encoders["clnet64"], out, precision="fp32")
-    assert out.read_bytes() == b"keep me"
-
-
-def test_unreadable_files_are_data_errors(tmp_path):
-    junk = tmp_path / "junk.tflite"
-    junk.write_bytes(b"\x00" * 64)
-    with pytest.raises(DataError):
-        inspect_tflite(junk)
-
-
-def test_quantized_precision_without_a_quantizer_is_refused(tmp_path, encoders, calibration):
-    """The format converts float only; INT8 comes from an INT8 method's converter."""
-    out = tmp_path / "encoder.int8.tflite"
-    with pytest.raises(CsiDeployError, match="int8 TFLite needs a quantizing converter"):
-        export_tflite(encoders["clnet64"], out, precision="int8", calibration=calibration)
-    assert list(tmp_path.iterdir()) == []
-
-
-def test_clnet_int8_conversion_leaves_the_converter_nothing_to_fix(
-    tmp_path, encoders, calibration, capfd
-):
-    """The annotation gives the converter a graph it takes as is: no trivial rescale around
-    the channel pool's concatenation, no second quantizer on the attention's sigmoid."""
-    pt2e_export_tflite(
-        encoders["clnet64"], tmp_path / "e.tflite", precision="int8", calibration=calibration
-    )
-    err = capfd.readouterr().err
-    assert "Remove trivial `rescale` op" not in err
-    assert "quantizer's output has another quantizer" not in err
