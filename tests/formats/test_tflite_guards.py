@@ -36,7 +36,6 @@ def test_no_interpreter_names_every_package_tried(monkeypatch):
     assert "csideploy_missing_b: ModuleNotFoundError" in message
 
 
-
 def test_missing_converter_names_the_tflite_extra(monkeypatch, tmp_path, encoders):
     for name in [m for m in sys.modules if m == "litert_torch" or m.startswith("litert_torch.")]:
         monkeypatch.delitem(sys.modules, name)
